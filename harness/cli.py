@@ -1,0 +1,225 @@
+"""``python -m harness``: run, measure, report, doctor.
+
+Errors are one line naming the problem and the fix; exit 2 for usage errors, 1 for failed runs;
+tracebacks only under ``--debug`` (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError, UsageError
+
+JSON_KEYS = ("candidate", "candidate_hash", "target", "status", "error", "cached", "flash_bytes", "sram_bytes",
+             "encoded_weight_bytes", "original_weight_bytes", "npu_cycles", "total_cycles", "latency_s",
+             "latency_is_estimate", "rhs_bound_bytes", "empirical_entropy_bytes", "coded_mask_bytes",
+             "accuracy_int8", "accuracy_float", "accuracy_samples", "tflm_arena_bytes", "target_settings",
+             "tool_versions", "git_sha", "host")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors become our one-line usage errors
+        raise UsageError(f"{message} (see: python -m harness {self.prog.split()[-1]} --help)")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, help="output directory for artifacts, store and reports (default: ./harness-out)")
+    parser.add_argument("--store", help="store URL (default: sqlite file in the output directory; postgresql://... for a shared store)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-candidate lines")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _target_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", help="where to measure (default: vela); see 'doctor'")
+    parser.add_argument("--accelerator", help="Ethos-U55 MAC config: ethos-u55-32|64|128|256 (default: ethos-u55-128)")
+    parser.add_argument("--system-config", help="Vela system config (default: Ethos_U55_High_End_Embedded)")
+    parser.add_argument("--memory-mode", help="Vela memory mode (default: Shared_Sram)")
+    parser.add_argument("--allow-cpu-ops", action="store_true", default=None,
+                        help="measure models with operators Vela leaves on the CPU instead of failing them")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="harness", description="UDC search and hardware-in-the-loop measurement for Arm Ethos-U55.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="train, compress, measure every candidate, write a report")
+    _common(run)
+    _target_options(run)
+    run.add_argument("--config", type=Path, help="TOML config (sections run, search, measure, vela)")
+    preset = run.add_mutually_exclusive_group()
+    preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="minutes on 2 cores (default)")
+    preset.add_argument("--full", dest="preset", action="store_const", const="full", help="full training and test set")
+    run.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, synthetic")
+    run.add_argument("--data-path", help="dataset directory (CIFAR: the extracted python-pickle folder)")
+    run.add_argument("--supernet", help="mbv2 (default) or resnet")
+    run.add_argument("--eval-samples", type=int, help="test images for int8 accuracy (0 = all)")
+    run.add_argument("--force", action="store_true", help="re-measure candidates already in the store")
+
+    measure = commands.add_parser("measure", help="measure candidates or .tflite files on a target")
+    _common(measure)
+    _target_options(measure)
+    measure.add_argument("--candidate", type=Path, action="append", default=[], help="candidate directory (repeatable)")
+    measure.add_argument("--tflite", type=Path, action="append", default=[], help="int8 .tflite file (repeatable)")
+    measure.add_argument("--dataset", help="dataset for accuracy (default: the candidate's own; none for .tflite)")
+    measure.add_argument("--data-path", help="dataset directory")
+    measure.add_argument("--eval-samples", type=int, default=0, help="test images for accuracy (0 = all, the default)")
+    measure.add_argument("--json", action="store_true", help="print one JSON object per model on stdout")
+    measure.add_argument("--force", action="store_true", help="re-measure even when the store has this measurement")
+
+    report = commands.add_parser("report", help="write the markdown report and plots for stored measurements")
+    _common(report)
+    report.add_argument("--run", type=int, help="run id (default: the latest run)")
+    report.add_argument("--all", action="store_true", help="every stored measurement instead of one run")
+
+    doctor = commands.add_parser("doctor", help="list tools, datasets and targets with their status")
+    _common(doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return {"run": _run, "measure": _measure, "report": _report, "doctor": _doctor}[args.command](args)
+    except (HarnessError, UsageError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: measurements so far are stored; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _open_store(args, out_dir: Path):
+    from results.store import Store
+
+    return Store(args.store) if args.store else Store.for_output_dir(out_dir)
+
+
+def _out_dir(args, default: str = "harness-out") -> Path:
+    from harness.pipeline import ensure_writable
+
+    return ensure_writable(args.out or Path(default))
+
+
+def _run(args) -> int:
+    from harness.config import load_config
+    from harness.run import run_job
+
+    overrides = {
+        "run": {"target": args.target, "dataset": args.dataset, "data_path": args.data_path, "preset": args.preset,
+                "out": str(args.out) if args.out else None},
+        "search": {"supernet": args.supernet},
+        "measure": {"eval_samples": args.eval_samples, "allow_cpu_ops": args.allow_cpu_ops},
+        "vela": {"accelerator": args.accelerator, "system_config": args.system_config, "memory_mode": args.memory_mode},
+    }
+    config = load_config(args.config, overrides)
+    out_dir = _out_dir(args, config["run"]["out"])
+    with _open_store(args, out_dir) as store:
+        _, records, _ = run_job(config, out_dir, store, quiet=args.quiet, force=args.force)
+    return 1 if any(r.get("status") != "ok" for r in records) else 0
+
+
+def _measure(args) -> int:
+    from harness.data import load_dataset
+    from harness.pipeline import Evaluation, Pipeline, load_candidates, progress
+    from targets import get_target
+
+    if not args.candidate and not args.tflite:
+        raise UsageError("nothing to measure: pass --candidate DIR or --tflite FILE")
+    candidates = load_candidates(args.candidate)
+    for path in args.tflite:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file; pass the path of an int8 .tflite model")
+    dataset_name = args.dataset or next((c.spec.get("meta", {}).get("dataset") for c in candidates
+                                         if c.spec.get("meta", {}).get("dataset")), None)
+    dataset = load_dataset(dataset_name, args.data_path) if dataset_name else None
+    target = get_target(args.target or "vela", accelerator=args.accelerator, system_config=args.system_config,
+                        memory_mode=args.memory_mode)
+    reason = target.available()
+    if reason:
+        raise HarnessError(f"target {target.name} is not usable here: {reason}")
+    out_dir = _out_dir(args)
+    failed = 0
+    with _open_store(args, out_dir) as store:
+        pipeline = Pipeline(out_dir, store, target, Evaluation(dataset, args.eval_samples),
+                            force=args.force, allow_cpu_ops=bool(args.allow_cpu_ops))
+        run_id = store.start_run("measure", {"candidates": [str(p) for p in args.candidate],
+                                             "tflite": [str(p) for p in args.tflite], "target": target.name,
+                                             "settings": target.settings()}, pipeline.provenance)
+        jobs = [(pipeline.measure_candidate, c) for c in candidates] + [(pipeline.measure_tflite, p) for p in args.tflite]
+        status = "failed"
+        try:
+            for measure, item in progress(jobs, len(jobs), "measure", args.quiet or args.json):
+                record = measure(item, run_id)
+                store.link(run_id, record["id"])
+                failed += record.get("status") != "ok"
+                if args.json:
+                    print(json.dumps(_json_record(record)), flush=True)
+                elif record.get("status") != "ok":
+                    print(f"{record['candidate_name']}: FAILED: {record['error']}", file=sys.stderr)
+                else:
+                    print(_text_record(record))
+            status = "failed" if failed else "ok"
+        finally:
+            store.finish_run(run_id, status)
+    if failed:
+        print(f"error: {failed} of {len(jobs)} measurement(s) failed; they are stored with their errors", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _json_record(record: dict) -> dict:
+    row = {key: record.get(key) for key in JSON_KEYS}
+    row["candidate"] = record.get("candidate_name")
+    row["cached"] = bool(record.get("cached"))
+    return row
+
+
+def _text_record(record: dict) -> str:
+    def kib(key):
+        value = record.get(key)
+        return "—" if value is None else f"{value / 1024:.2f} KiB"
+
+    accuracy = record.get("accuracy_int8")
+    parts = [f"{record['candidate_name']} [{record['candidate_hash'][:12]}] on {record['target']}"
+             + (" (cached)" if record.get("cached") else ""),
+             f"  flash {kib('flash_bytes')}  sram {kib('sram_bytes')}  encoded weights {kib('encoded_weight_bytes')}",
+             f"  size bound (RHS) {kib('rhs_bound_bytes')}  empirical entropy {kib('empirical_entropy_bytes')}  "
+             f"range-coded {kib('coded_mask_bytes')}",
+             f"  npu cycles {record.get('npu_cycles')}  latency {1e3 * record['latency_s']:.3f} ms (Vela estimate)"
+             + (f"  int8 accuracy {100 * accuracy:.2f}% on {record.get('accuracy_samples')} images" if accuracy is not None else "")]
+    return "\n".join(parts)
+
+
+def _report(args) -> int:
+    from results.report import write_report
+
+    out_dir = _out_dir(args)
+    with _open_store(args, out_dir) as store:
+        if args.all:
+            rows, name, title = store.measurements(), "all", "UDC harness report: all measurements"
+        else:
+            run_id = args.run or store.latest_run_id()
+            if run_id is None:
+                raise UsageError(f"the store in {out_dir} has no runs yet; run 'python -m harness run' first")
+            rows, name, title = store.measurements(run_id), f"run-{run_id}", f"UDC harness report: run {run_id}"
+            if not rows:
+                raise UsageError(f"run {run_id} has no measurements; list runs with 'python -m harness report --all'")
+        path = write_report(rows, out_dir / "reports" / name, title=title)
+    print(path)
+    return 0
+
+
+def _doctor(args) -> int:
+    from harness.doctor import checks
+
+    rows = checks()
+    width = max(len(name) for name, _, _ in rows)
+    for name, ok, detail in rows:
+        print(f"{'ok ' if ok else '-- '} {name.ljust(width)}  {detail}")
+    return 0 if all(ok for name, ok, _ in rows if name.startswith("target vela")) else 1

@@ -1,0 +1,101 @@
+"""The one config format (TOML), validated on load; CLI flags override it.
+
+Every key is listed in ``SCHEMA`` with its type; an unknown section or key, or a value of the
+wrong type, is a UsageError naming it. Presets (``quick``, ``full``) fill the training settings
+the file leaves out.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+from harness.errors import UsageError
+
+_NUMBER = (int, float)
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "run": {"target": (str,), "dataset": (str,), "data_path": (str,), "out": (str,), "preset": (str,)},
+    "search": {"supernet": (str,), "bits": (list, int), "nonzero": (list, _NUMBER), "pretrain_epochs": (int,),
+               "finetune_steps": (int,), "batch_size": (int,), "lr": (_NUMBER,), "finetune_lr": (_NUMBER,),
+               "anneal_fraction": (_NUMBER,), "seed": (int,)},
+    "measure": {"eval_samples": (int,), "calibration_samples": (int,), "allow_cpu_ops": (bool,)},
+    "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
+}
+
+DEFAULTS: dict[str, dict] = {
+    "run": {"target": "vela", "dataset": "fashion-mnist", "data_path": "", "out": "harness-out", "preset": "quick"},
+    "search": {"supernet": "mbv2", "bits": [8, 4, 2], "nonzero": [1.0, 0.5, 0.2], "seed": 0},
+    "measure": {"calibration_samples": 200, "allow_cpu_ops": False},
+    "vela": {},
+}
+
+# Training and evaluation sizes per preset; quick finishes the main job in minutes on 2 cores.
+PRESETS = {
+    "quick": {"search": {"pretrain_epochs": 2, "finetune_steps": 120, "batch_size": 128, "lr": 4e-3,
+                         "finetune_lr": 5e-4, "anneal_fraction": 0.5},
+              "measure": {"eval_samples": 2000}},
+    "full": {"search": {"pretrain_epochs": 20, "finetune_steps": 3000, "batch_size": 128, "lr": 2e-3,
+                        "finetune_lr": 3e-4, "anneal_fraction": 0.5},
+             "measure": {"eval_samples": 0}},
+}
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Defaults <- preset <- file <- overrides (``{"section": {"key": value}}``, None values ignored)."""
+    from_file = _read(Path(path)) if path else {}
+    overrides = {section: {k: v for k, v in values.items() if v is not None}
+                 for section, values in (overrides or {}).items()}
+    _check(overrides, "command line")
+    preset = overrides.get("run", {}).get("preset") or from_file.get("run", {}).get("preset") or DEFAULTS["run"]["preset"]
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    config = copy.deepcopy(DEFAULTS)
+    for layer in (PRESETS[preset], from_file, overrides):
+        for section, values in layer.items():
+            config[section].update(values)
+    return config
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist; pass the path of a TOML file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML ({exc}); fix the syntax") from None
+    _check(data, str(path))
+    return data
+
+
+def _check(data: dict, where: str) -> None:
+    for section, values in data.items():
+        if section not in SCHEMA:
+            raise UsageError(f"{where}: unknown section [{section}]; known sections: {', '.join(SCHEMA)}")
+        if not isinstance(values, dict):
+            raise UsageError(f"{where}: [{section}] must be a table of keys")
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                raise UsageError(f"{where}: unknown key {section}.{key}; known keys: {', '.join(SCHEMA[section])}")
+            expected = SCHEMA[section][key]
+            if not _matches(value, expected):
+                raise UsageError(f"{where}: {section}.{key} = {value!r} has the wrong type; expected {_describe(expected)}")
+
+
+def _matches(value, expected: tuple) -> bool:
+    if expected[0] is list:
+        return isinstance(value, list) and bool(value) and all(_is(item, expected[1]) for item in value)
+    return _is(value, expected[0])
+
+
+def _is(value, kind) -> bool:
+    if isinstance(value, bool) and kind is not bool:
+        return False  # TOML true is not a number here
+    return isinstance(value, kind)
+
+
+def _describe(expected: tuple) -> str:
+    def name(kind):
+        return "number" if kind == _NUMBER else kind.__name__
+
+    return f"a non-empty list of {name(expected[1])}" if expected[0] is list else name(expected[0])

@@ -1,0 +1,160 @@
+"""Stage 1: candidate -> full-integer int8 TFLite that keeps every b-bit level and zero exact.
+
+Weights are quantized per tensor: the TFLite converter's per-channel mode rescales each channel's
+max to 127 and re-spreads a per-tensor b-bit grid into 40-50 codes (DESIGN.md section 4). A
+symmetric grid d*k, |k| <= 2^(b-1)-1, maps onto int8 codes 127*k/kmax, one code per level, and
+zeros stay zero; ``verify_exact`` checks this on the converted file every time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable
+
+import numpy as np
+
+from harness.candidate import Candidate, WEIGHT_OPS
+from harness.errors import HarnessError, UsageError
+from harness.tflite_model import TFLiteInfo, TensorInfo, read_tflite
+
+MAX_DEPLOY_BITS = 8
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def check_deployable(candidate: Candidate) -> None:
+    for layer in candidate.weight_layers():
+        if layer["bits"] > MAX_DEPLOY_BITS:
+            raise UsageError(
+                f"candidate {candidate.name}: layer {layer['name']} has bits={layer['bits']}; Ethos-U runs int8 weights, "
+                f"so finetune it with bits <= {MAX_DEPLOY_BITS} before export"
+            )
+
+
+def build_keras(candidate: Candidate):
+    """The candidate as a Keras functional model with batch size 1 (Vela warns on dynamic batch)."""
+    import keras
+
+    spec = candidate.spec
+    tensors = {"input": keras.Input(tuple(spec["input_shape"]), batch_size=1, name="input")}
+    previous = "input"
+    for layer in spec["layers"]:
+        name, op = layer["name"], layer["op"]
+        activation = {"none": None, "relu": "relu", "relu6": keras.activations.relu6}[layer.get("activation", "none")]
+        if op == "add":
+            out = keras.layers.Add(name=name)([tensors[i] for i in layer["inputs"]])
+            if activation is not None:
+                out = keras.layers.Activation(activation, name=f"{name}_act")(out)
+        else:
+            source = tensors[layer.get("input", previous)]
+            if op == "conv":
+                keras_layer = keras.layers.Conv2D(layer["out_channels"], layer["kernel"], strides=layer["stride"],
+                                                  padding="same", activation=activation, name=name)
+            elif op == "dwconv":
+                keras_layer = keras.layers.DepthwiseConv2D(layer["kernel"], strides=layer["stride"], padding="same",
+                                                           activation=activation, name=name)
+            elif op == "dense":
+                keras_layer = keras.layers.Dense(layer["out_channels"], activation=activation, name=name)
+            else:
+                keras_layer = keras.layers.GlobalAveragePooling2D(name=name)
+            out = keras_layer(source)
+            if op in WEIGHT_OPS:
+                keras_layer.set_weights([candidate.weights[f"{name}.weight"], candidate.weights[f"{name}.bias"]])
+        tensors[name] = out
+        previous = name
+    return keras.Model(tensors["input"], tensors[previous], name="candidate")
+
+
+def to_int8_tflite(candidate: Candidate, representative: np.ndarray) -> bytes:
+    """Convert with int8 input/output; ``representative`` is a few hundred float inputs (NHWC) for activation ranges."""
+    check_deployable(candidate)
+    import tensorflow as tf
+
+    model = build_keras(candidate)
+    samples = np.asarray(representative, np.float32)
+    if samples.ndim != 4 or samples.shape[1:] != tuple(candidate.spec["input_shape"]):
+        raise UsageError(
+            f"calibration data has shape {samples.shape[1:]} but candidate {candidate.name} expects "
+            f"{tuple(candidate.spec['input_shape'])}; pick the dataset the candidate was trained on"
+        )
+
+    def representative_dataset() -> Iterable[list[np.ndarray]]:
+        for sample in samples:
+            yield [sample[None]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    converter._experimental_disable_per_channel = True  # keeps the b-bit grid exact; see module docstring
+    with _stdout_to_stderr():
+        flatbuffer = converter.convert()
+    verify_exact(candidate, read_tflite(flatbuffer, label=f"{candidate.name} (exported)"))
+    return flatbuffer
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """The converter prints its progress on stdout (Python and C++ alike); keep stdout for --json."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def tflite_layout(op: str, weight: np.ndarray) -> np.ndarray:
+    """Keras layout -> the converter's: conv OHWI, depthwise 1HWC, dense [out, in]."""
+    if op == "conv":
+        return weight.transpose(3, 0, 1, 2)
+    if op == "dwconv":
+        return weight.transpose(3, 0, 1, 2)
+    return weight.T
+
+
+def match_weight_tensors(candidate: Candidate, info: TFLiteInfo) -> list[tuple[TensorInfo, dict]]:
+    """Pair each TFLite weight tensor with its spec layer.
+
+    Tensor names are the converter's own, so layers are matched by content: same shape and the
+    same values up to int8 rounding.
+    """
+    pending = list(candidate.weight_layers())
+    if len(info.weight_tensors) != len(pending):
+        raise HarnessError(f"{candidate.name}: {len(info.weight_tensors)} weight tensors in the TFLite file, "
+                           f"{len(pending)} weight layers in the spec")
+    pairs = []
+    for tensor in info.weight_tensors:
+        codes = tensor.data.astype(np.int32)
+        dequantized = codes * float(tensor.scales[0])
+        layer = next((layer for layer in pending
+                      if (expected := tflite_layout(layer["op"], candidate.weights[f"{layer['name']}.weight"])).shape == codes.shape
+                      and np.allclose(dequantized, expected, rtol=0, atol=float(tensor.scales[0]) * 0.51 + 1e-7)), None)
+        if layer is None:
+            raise HarnessError(f"{candidate.name}: TFLite weights {tensor.name!r} match no spec layer; "
+                               "the model was changed beyond int8 rounding")
+        pending.remove(layer)
+        pairs.append((tensor, layer))
+    return pairs
+
+
+def verify_exact(candidate: Candidate, info: TFLiteInfo) -> None:
+    """Each deployed tensor equals its layer's weights, with at most 2^b nonzero codes and exactly its zeros."""
+    for tensor, layer in match_weight_tensors(candidate, info):
+        codes = tensor.data.astype(np.int32)
+        zeros_expected = int(np.count_nonzero(candidate.weights[f"{layer['name']}.weight"] == 0))
+        zeros_found = int(np.count_nonzero(codes == 0))
+        distinct = np.unique(codes[codes != 0]).size
+        if zeros_found != zeros_expected or distinct > 2 ** layer["bits"]:
+            raise HarnessError(
+                f"export of {candidate.name}: layer {layer['name']} lost exactness in conversion "
+                f"({zeros_found} zeros vs {zeros_expected} in the candidate, {distinct} nonzero codes vs at most "
+                f"{2 ** layer['bits']}); its weights are not on a symmetric {layer['bits']}-bit grid"
+            )

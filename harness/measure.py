@@ -1,0 +1,120 @@
+"""Stage 3: one model on one target -> one measurement record (store column names).
+
+Besides the target's counters, every record carries three size figures of the deployed int8
+weights, so measured Flash can be read against the size model:
+
+- ``rhs_bound_bytes``: the size model N*(s*b + H2(s)) bits per layer (DESIGN.md section 3);
+- ``empirical_entropy_bytes``: N*H(codes) bits per tensor, the LHS of the bound;
+- ``coded_mask_bytes``: each nonzero mask actually range-coded (constriction) plus b bits per
+  nonzero value: a size a real decoder could reach, not a bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.candidate import Candidate
+from harness.errors import HarnessError
+from harness.export import match_weight_tensors
+from harness.tflite_model import TFLiteInfo, TensorInfo
+from search.cost import layer_size_bits
+from targets.base import Target
+
+# Per coded tensor: element count and nonzero probability, so a decoder can rebuild the model.
+CODED_HEADER_BYTES = 8
+
+
+@dataclass
+class LayerSize:
+    layer: str
+    elements: int
+    nonzero: float
+    bits: int
+    rhs_bound_bits: float
+    entropy_bits: float
+    coded_bits: float
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def effective_bits(codes: np.ndarray) -> int:
+    """Bits a uniform code needs for this tensor's distinct nonzero values (BYO models have no spec)."""
+    distinct = np.unique(codes[codes != 0]).size
+    return max(1, math.ceil(math.log2(distinct))) if distinct > 1 else 1
+
+
+def empirical_entropy_bits(codes: np.ndarray) -> float:
+    _, counts = np.unique(codes, return_counts=True)
+    p = counts / codes.size
+    return float(-(counts * np.log2(p)).sum())
+
+
+def range_coded_mask_bits(codes: np.ndarray) -> float:
+    """Compress the nonzero mask with a range coder under a Bernoulli(nnz/N) model; return its bits."""
+    import constriction
+
+    mask = (codes.ravel() != 0).astype(np.int32)
+    p = float(mask.mean())
+    if p in (0.0, 1.0):
+        return 8.0 * CODED_HEADER_BYTES  # the header alone says "all zero" / "all nonzero"
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(mask, constriction.stream.model.Bernoulli(p, perfect=False))
+    return 32.0 * encoder.get_compressed().size + 8.0 * CODED_HEADER_BYTES
+
+
+def layer_sizes(info: TFLiteInfo, candidate: Candidate | None) -> list[LayerSize]:
+    """Per weight tensor figures; a candidate's spec supplies b and s, otherwise they are read off the codes."""
+    if candidate is not None:
+        pairs = match_weight_tensors(candidate, info)
+    else:
+        pairs = [(tensor, None) for tensor in info.weight_tensors]
+    sizes = []
+    for tensor, layer in pairs:
+        codes = tensor.data.astype(np.int32)
+        bits = layer["bits"] if layer else effective_bits(codes)
+        nonzero = float(layer["nonzero"]) if layer else float(np.count_nonzero(codes)) / codes.size
+        coded = range_coded_mask_bits(codes) + np.count_nonzero(codes) * bits
+        sizes.append(LayerSize(layer["name"] if layer else tensor.name, int(codes.size), nonzero, int(bits),
+                               layer_size_bits(codes.size, nonzero, bits), empirical_entropy_bits(codes), coded))
+    return sizes
+
+
+def quantize_inputs(images: np.ndarray, tensor: TensorInfo) -> np.ndarray:
+    scale, zero_point = float(tensor.scales[0]), int(tensor.zero_points[0])
+    return np.clip(np.round(images / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def measure_model(tflite: bytes, info: TFLiteInfo, target: Target, workdir, label: str,
+                  candidate: Candidate | None = None, test_images: np.ndarray | None = None,
+                  test_labels: np.ndarray | None = None, allow_cpu_ops: bool = False) -> dict:
+    """Run one int8 model through ``target``; return the record (without provenance)."""
+    started = time.perf_counter()
+    target.prepare(tflite, workdir, label)
+    counters = target.counters()
+    cpu_operators = counters.get("cpu_operators") or []
+    if cpu_operators and not allow_cpu_ops:
+        raise HarnessError(
+            f"{label}: Vela cannot place {len(cpu_operators)} operator(s) on the NPU, they would run on the CPU: "
+            f"{'; '.join(cpu_operators[:3])}; replace them with NPU-supported operators or pass --allow-cpu-ops"
+        )
+    sizes = layer_sizes(info, candidate)
+    record = {key: counters[key] for key in counters}
+    record.update({
+        "rhs_bound_bytes": sum(s.rhs_bound_bits for s in sizes) / 8,
+        "empirical_entropy_bytes": sum(s.entropy_bits for s in sizes) / 8,
+        "coded_mask_bytes": sum(s.coded_bits for s in sizes) / 8,
+        "layers": [s.as_dict() for s in sizes],
+        "tflite_bytes": len(tflite),
+    })
+    if test_images is not None and test_labels is not None and len(test_images):
+        outputs = target.infer(quantize_inputs(test_images, info.input))
+        predictions = outputs.reshape(len(test_images), -1).argmax(axis=1)
+        record["accuracy_int8"] = float((predictions == test_labels).mean())
+        record["accuracy_samples"] = int(len(test_images))
+    record["measure_seconds"] = time.perf_counter() - started
+    return record

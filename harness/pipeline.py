@@ -1,0 +1,179 @@
+"""The pipeline and its cache: candidate or .tflite -> export -> target -> store.
+
+A measurement is keyed by (content hash, settings key). The settings key covers the target,
+its settings, the tool versions and the evaluation data, so an unchanged candidate on unchanged
+tools is a cache hit (no export, no compile) and a killed run resumes with what is missing.
+Exported models are kept under ``<out>/artifacts/<hash>/`` and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness import candidate as candidate_io
+from harness.candidate import Candidate
+from harness.data import Dataset
+from harness.errors import HarnessError, UsageError
+from harness.measure import measure_model
+from harness.provenance import provenance
+from harness.tflite_model import read_tflite, require_int8
+from results.store import Store
+from targets.base import Target
+
+
+def ensure_writable(out_dir: Path) -> Path:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"output directory {out_dir} is not writable ({exc.strerror}); pass --out DIR somewhere writable") from None
+    return out_dir
+
+
+@dataclass
+class Evaluation:
+    """The test images a measurement's accuracy is computed on (None: no accuracy)."""
+
+    dataset: Dataset | None
+    samples: int  # 0 = the whole test set
+
+    def images(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.dataset is None:
+            return None, None
+        count = len(self.dataset.x_test) if self.samples <= 0 else min(self.samples, len(self.dataset.x_test))
+        return self.dataset.x_test[:count], self.dataset.y_test[:count]
+
+    def key(self) -> dict:
+        images, _ = self.images()
+        return {"dataset": self.dataset.name if self.dataset else None, "samples": 0 if images is None else len(images)}
+
+
+class Pipeline:
+    def __init__(self, out_dir: Path, store: Store, target: Target, evaluation: Evaluation,
+                 calibration_samples: int = 200, force: bool = False, allow_cpu_ops: bool = False):
+        self.out_dir, self.store, self.target, self.evaluation = out_dir, store, target, evaluation
+        self.calibration_samples, self.force, self.allow_cpu_ops = calibration_samples, force, allow_cpu_ops
+        self.provenance = provenance(target.tool_versions())
+        self.settings_key = hashlib.sha256(json.dumps(
+            {"target": target.name, "settings": target.settings(), "tools": self.provenance["tool_versions"],
+             "evaluation": evaluation.key()}, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _cached(self, content_hash: str) -> dict | None:
+        if self.force:
+            return None
+        row = self.store.find_measurement(content_hash, self.settings_key)
+        if row is not None:
+            row["cached"] = True
+        return row
+
+    def _record(self, run_id: int | None, base: dict, measured: dict | None, error: str | None) -> dict:
+        record = {**base, "target": self.target.name, "target_settings": self.target.settings(),
+                  "settings_key": self.settings_key, **self.provenance}
+        if error is None:
+            record.update(measured)
+            record["status"] = "ok"
+        else:
+            record.update(status="failed", error=error)
+        record["id"] = self.store.add_measurement(run_id, record)
+        record["cached"] = False
+        return record
+
+    def measure_candidate(self, candidate: Candidate, run_id: int | None = None) -> dict:
+        """Measure one candidate; a failure is stored as a failed row and returned, never raised."""
+        content_hash = candidate.content_hash
+        cached = self._cached(content_hash)
+        if cached is not None:
+            return cached
+        meta = candidate.spec.get("meta", {})
+        base = {"candidate_hash": content_hash, "candidate_name": candidate.name, "strategy": meta.get("strategy"),
+                "accuracy_float": meta.get("accuracy_float")}
+        try:
+            tflite = self.export(candidate)
+            images, labels = self.evaluation.images()
+            measured = measure_model(tflite, read_tflite(tflite, label=candidate.name), self.target,
+                                     self.artifact_dir(content_hash), candidate.name, candidate, images, labels,
+                                     self.allow_cpu_ops)
+        except HarnessError as exc:
+            return self._record(run_id, base, None, str(exc))
+        return self._record(run_id, base, measured, None)
+
+    def measure_tflite(self, path: Path, run_id: int | None = None) -> dict:
+        """Measure a bring-your-own int8 .tflite; a file that is no int8 TFLite model raises UsageError."""
+        info = read_tflite(path)
+        require_int8(info, str(path))
+        data = path.read_bytes()
+        content_hash = hashlib.sha256(data).hexdigest()
+        cached = self._cached(content_hash)
+        if cached is not None:
+            return cached
+        base = {"candidate_hash": content_hash, "candidate_name": path.stem, "strategy": "tflite"}
+        images, labels = self.evaluation.images()
+        if images is not None and images.shape[1:] != info.input.shape[1:]:
+            raise UsageError(f"{path}: model input {info.input.shape[1:]} does not fit {self.evaluation.dataset.name} "
+                             f"images {images.shape[1:]}; pass the dataset the model was trained on, or none")
+        try:
+            measured = measure_model(data, info, self.target, self.artifact_dir(content_hash), path.stem, None,
+                                     images, labels, self.allow_cpu_ops)
+        except HarnessError as exc:
+            return self._record(run_id, base, None, str(exc))
+        return self._record(run_id, base, measured, None)
+
+    def artifact_dir(self, content_hash: str) -> Path:
+        return self.out_dir / "artifacts" / content_hash[:16]
+
+    def export(self, candidate: Candidate) -> bytes:
+        """The candidate's int8 TFLite, from the artifact cache when it was exported before."""
+        from harness.export import to_int8_tflite
+
+        path = self.artifact_dir(candidate.content_hash) / "model_int8.tflite"
+        if path.is_file() and not self.force:
+            return path.read_bytes()
+        tflite = to_int8_tflite(candidate, self.calibration_images(tuple(candidate.spec["input_shape"])))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(tflite)
+        temporary.replace(path)
+        return tflite
+
+    def calibration_images(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Training images set the activation ranges; without a dataset, uniform noise in [0, 1] does."""
+        dataset = self.evaluation.dataset
+        if dataset is not None and dataset.input_shape == shape:
+            step = max(1, len(dataset.x_train) // self.calibration_samples)
+            return dataset.x_train[::step][: self.calibration_samples]
+        return np.random.default_rng(0).random((self.calibration_samples, *shape), dtype=np.float32)
+
+
+def load_candidates(paths: list[Path]) -> list[Candidate]:
+    """Each path is a candidate directory, or a directory of candidate directories."""
+    found = []
+    for path in paths:
+        if (path / "spec.json").is_file():
+            found.append(candidate_io.load(path))
+        elif path.is_dir() and any((child / "spec.json").is_file() for child in path.iterdir()):
+            found.extend(candidate_io.load(child) for child in sorted(path.iterdir()) if (child / "spec.json").is_file())
+        else:
+            raise UsageError(f"{path}: not a candidate directory (no spec.json in it or its subdirectories)")
+    return found
+
+
+def progress(iterable, total: int, description: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=description, unit="model", disable=True if quiet else None,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def elapsed(started: float) -> str:
+    seconds = time.perf_counter() - started
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.1f} s"

@@ -1,0 +1,1 @@
+"""Measurement store (SQLAlchemy; SQLite by default) and markdown/PNG reports."""

@@ -1,0 +1,363 @@
+"""Markdown report with matplotlib PNGs from measurement dicts (the store's column names).
+
+Accuracies are stored as fractions in [0, 1] and shown in percent. Plots are drawn on ``Figure`` objects
+with the Agg canvas, never through pyplot, so importing this module leaves an interactive session's
+backend alone and works without a display.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+ACCURACY_PLOT = "accuracy_vs_flash.png"
+SIZE_PLOT = "size_figures.png"
+MISSING = "—"
+DPI = 120
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+# (column, legend label) for the size-figure bars, the paper's Table 4 view.
+SIZE_SERIES = (
+    ("flash_bytes", "Vela Flash"),
+    ("rhs_bound_bytes", "RHS bound N(s·b + H2(s))"),
+    ("empirical_entropy_bytes", "Empirical entropy of int8 weights"),
+    ("coded_mask_bytes", "Range-coded masks + b-bit values"),
+    ("encoded_weight_bytes", "Vela encoded weights"),
+)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices (ascending) of points no other point dominates; x is minimised, y maximised.
+
+    A point dominates another when it is no worse in both and better in one, so exact duplicates of a
+    front point are all kept. Points with a NaN coordinate are never on the front.
+    """
+    valid = [i for i, (x, y) in enumerate(points) if not (math.isnan(x) or math.isnan(y))]
+    order = sorted(valid, key=lambda i: (points[i][0], -points[i][1]))
+    front: list[int] = []
+    best_y = -math.inf  # best y among strictly smaller x
+    start = 0
+    while start < len(order):
+        x = points[order[start]][0]
+        end = start
+        while end < len(order) and points[order[end]][0] == x:
+            end += 1
+        group_best = points[order[start]][1]
+        if group_best > best_y:
+            front.extend(i for i in order[start:end] if points[i][1] == group_best)
+            best_y = group_best
+        start = end
+    return sorted(front)
+
+
+# -- formatting ---------------------------------------------------------------------------------------------
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _kib(value: Any) -> str:
+    value = _num(value)
+    return MISSING if value is None else f"{value / 1024:.2f}"
+
+
+def _pct(value: Any) -> str:
+    value = _num(value)
+    return MISSING if value is None else f"{100 * value:.2f}"
+
+
+def _int(value: Any) -> str:
+    value = _num(value)
+    return MISSING if value is None else f"{int(round(value)):,}"
+
+
+def _latency_ms(row: dict) -> str:
+    value = _num(row.get("latency_s"))
+    if value is None:
+        return MISSING
+    return f"{1000 * value:.3f}" + (" (est.)" if row.get("latency_is_estimate") else "")
+
+
+def _text(value: Any, limit: int = 0) -> str:
+    if value is None or value == "":
+        return MISSING
+    text = " ".join(str(value).split())
+    if limit and len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return text
+
+
+def _short_hash(row: dict) -> str:
+    return (row.get("candidate_hash") or "")[:12] or MISSING
+
+
+def _name(row: dict) -> str:
+    return row.get("candidate_name") or _short_hash(row)
+
+
+def _strategy(row: dict) -> str:
+    return row.get("strategy") or "unknown"
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def markdown_table(headers: list[str], rows: list[list[str]], right: Iterable[int] = ()) -> str:
+    """A GitHub markdown table, padded so the source reads as a table too; ``right`` aligns columns right."""
+    right = set(right)
+
+    def cell(value: str) -> str:
+        return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+    body = [[cell(v) for v in row] for row in rows]
+    head = [cell(h) for h in headers]
+    widths = [max([3, len(head[c])] + [len(r[c]) for r in body]) for c in range(len(head))]
+
+    def line(values: list[str]) -> str:
+        padded = [v.rjust(w) if c in right else v.ljust(w) for c, (v, w) in enumerate(zip(values, widths))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * (w - 1) + ":" if c in right else "-" * w for c, w in enumerate(widths)]
+    return "\n".join([line(head), "| " + " | ".join(rule) + " |"] + [line(r) for r in body])
+
+
+# -- plots --------------------------------------------------------------------------------------------------
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.tight_layout()
+    # No Software/date metadata, so the same rows give the same file on the same matplotlib.
+    figure.savefig(path, dpi=DPI, metadata={"Software": None})
+
+
+def _styles(strategies: Iterable[str]) -> dict[str, tuple[str, Any]]:
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    return {s: (MARKERS[i % len(MARKERS)], colours[i % len(colours)]) for i, s in enumerate(sorted(set(strategies)))}
+
+
+def _accuracy_plot(rows: list[dict], front: list[int], path: Path) -> None:
+    figure = _new_figure(8.0, 5.5)
+    ax = figure.add_subplot()
+    styles = _styles(_strategy(r) for r in rows)
+    for strategy, (marker, colour) in styles.items():
+        members = [r for r in rows if _strategy(r) == strategy]
+        with_int8 = [r for r in members if _num(r.get("accuracy_int8")) is not None]
+        with_float = [r for r in members if _num(r.get("accuracy_float")) is not None]
+        if with_int8:
+            ax.scatter([r["flash_bytes"] / 1024 for r in with_int8], [100 * r["accuracy_int8"] for r in with_int8],
+                       marker=marker, color=colour, s=42, zorder=3)
+        if with_float:
+            ax.scatter([r["flash_bytes"] / 1024 for r in with_float], [100 * r["accuracy_float"] for r in with_float],
+                       marker=marker, facecolors="none", edgecolors=colour, s=42, linewidths=1.2, zorder=3)
+        for r in members:
+            acc_int8, acc_float = _num(r.get("accuracy_int8")), _num(r.get("accuracy_float"))
+            x = r["flash_bytes"] / 1024
+            if acc_int8 is not None and acc_float is not None:
+                # Quantisation loss: float (hollow) to int8 (filled).
+                ax.plot([x, x], [100 * acc_float, 100 * acc_int8], color=colour, linewidth=0.8, linestyle=":",
+                        zorder=2)
+            y = acc_int8 if acc_int8 is not None else acc_float
+            ax.annotate(_name(r), (x, 100 * y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    if front:
+        pts = sorted((rows[i]["flash_bytes"] / 1024, 100 * rows[i]["accuracy_int8"]) for i in front)
+        ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="0.25", linewidth=1.2,
+                zorder=1)
+    handles = [Line2D([], [], marker=m, color=c, linestyle="none", markersize=7, label=s)
+               for s, (m, c) in styles.items()]
+    handles.append(Line2D([], [], marker="o", color="0.3", markerfacecolor="none", linestyle="none",
+                          markersize=7, label="float accuracy (hollow)"))
+    if front:
+        handles.append(Line2D([], [], color="0.25", linewidth=1.2, label="Pareto front (int8)"))
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set_xlabel("Flash (KiB, Vela)")
+    ax.set_ylabel("Top-1 accuracy (%)")
+    ax.set_title("Accuracy vs Flash")
+    ax.grid(True, alpha=0.35)
+    _save(figure, path)
+
+
+def _unique_labels(rows: list[dict]) -> list[str]:
+    labels = [_name(r) for r in rows]
+    counts = defaultdict(int)
+    for label in labels:
+        counts[label] += 1
+    # The same candidate measured on several targets or runs: tell the bars apart.
+    return [f"{label} [{r.get('target') or MISSING} #{r.get('id') or i}]" if counts[label] > 1 else label
+            for i, (label, r) in enumerate(zip(labels, rows))]
+
+
+def _size_plot(rows: list[dict], path: Path) -> None:
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    labels = _unique_labels(rows)
+    n_series = len(SIZE_SERIES)
+    bar = 0.8 / n_series
+    height = min(400.0, max(3.5, 0.22 * n_series * len(rows) + 1.5))
+    figure = _new_figure(9.0, height)
+    ax = figure.add_subplot()
+    for k, (column, label) in enumerate(SIZE_SERIES):
+        ys, widths = [], []
+        for i, r in enumerate(rows):
+            value = _num(r.get(column))
+            if value is not None:
+                ys.append(i - 0.4 + bar * (k + 0.5))
+                widths.append(value / 1024)
+        ax.barh(ys, widths, height=bar, color=colours[k], label=label)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()  # first candidate on top, like the table
+    ax.set_xlabel("KiB")
+    ax.set_title("Flash vs size model")
+    ax.grid(True, axis="x", alpha=0.35)
+    ax.legend(fontsize=8, loc="best")
+    _save(figure, path)
+
+
+# -- report -------------------------------------------------------------------------------------------------
+
+MEASUREMENT_HEADERS: list[tuple[str, Callable[[dict], str], bool]] = [
+    ("candidate", _name, False),
+    ("strategy", _strategy, False),
+    ("hash", _short_hash, False),
+    ("target", lambda r: _text(r.get("target")), False),
+    ("flash KiB", lambda r: _kib(r.get("flash_bytes")), True),
+    ("sram KiB", lambda r: _kib(r.get("sram_bytes")), True),
+    ("rhs bound KiB", lambda r: _kib(r.get("rhs_bound_bytes")), True),
+    ("empirical entropy KiB", lambda r: _kib(r.get("empirical_entropy_bytes")), True),
+    ("coded mask KiB", lambda r: _kib(r.get("coded_mask_bytes")), True),
+    ("npu cycles", lambda r: _int(r.get("npu_cycles")), True),
+    ("latency ms", _latency_ms, True),
+    ("accuracy int8 %", lambda r: _pct(r.get("accuracy_int8")), True),
+    ("accuracy float %", lambda r: _pct(r.get("accuracy_float")), True),
+    ("samples", lambda r: _int(r.get("accuracy_samples")), True),
+    ("tflm arena KiB", lambda r: _kib(r.get("tflm_arena_bytes")), True),
+]
+
+
+def _table(rows: list[dict], columns: list[tuple[str, Callable[[dict], str], bool]]) -> str:
+    return markdown_table([c[0] for c in columns], [[c[1](r) for c in columns] for r in rows],
+                          right=[i for i, c in enumerate(columns) if c[2]])
+
+
+def _provenance(rows: list[dict]) -> list[str]:
+    lines = ["## Provenance", ""]
+    shas = sorted({str(r["git_sha"]) for r in rows if r.get("git_sha")})
+    hosts = sorted({str(r["host"]) for r in rows if r.get("host")})
+    lines.append(f"- git SHA: {', '.join(f'`{s}`' for s in shas) or MISSING}")
+    lines.append(f"- host: {', '.join(f'`{h}`' for h in hosts) or MISSING}")
+    stamps = sorted((r["created_at"] for r in rows if r.get("created_at") is not None), key=str)
+    if stamps:
+        lines.append(f"- measured: {stamps[0]} to {stamps[-1]}")
+    versions: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        for key, value in (r.get("tool_versions") or {}).items():
+            versions[str(key)].add(str(value))
+    lines.append("")
+    if versions:
+        lines += ["Tool versions:", "",
+                  markdown_table(["tool", "versions"], [[k, ", ".join(sorted(v))] for k, v in sorted(versions.items())]),
+                  ""]
+    else:
+        lines += ["Tool versions: " + MISSING, ""]
+    settings: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.get("target_settings") is not None:
+            settings[_json_text(r["target_settings"])].add(r.get("target") or MISSING)
+    if settings:
+        lines += ["Target settings:", "",
+                  markdown_table(["targets", "settings"],
+                                 [[", ".join(sorted(t)), f"`{s}`"] for s, t in sorted(settings.items())]),
+                  ""]
+    else:
+        lines += ["Target settings: " + MISSING, ""]
+    return lines
+
+
+def write_report(rows: list[dict], out_dir: Path, title: str = "UDC harness report") -> Path:
+    """Write ``report.md`` and its PNGs into ``out_dir``; return the markdown's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    failed = [r for r in rows if r.get("status") != "ok"]
+    lines = [f"# {title}", ""]
+    targets = sorted({r.get("target") or MISSING for r in rows})
+    strategies = sorted({_strategy(r) for r in rows})
+    lines += [f"{len(rows)} measurements: {len(ok)} ok, {len(failed)} failed. "
+              f"Targets: {', '.join(targets) or MISSING}. Strategies: {', '.join(strategies) or MISSING}.", ""]
+
+    # Accuracy vs Flash and its Pareto front (int8 accuracy, the deployed model's).
+    lines += ["## Accuracy vs Flash", ""]
+    plotted = [r for r in ok if _num(r.get("flash_bytes")) is not None
+               and (_num(r.get("accuracy_int8")) is not None or _num(r.get("accuracy_float")) is not None)]
+    front_rows: list[dict] = []
+    accuracy_path = out_dir / ACCURACY_PLOT
+    if plotted:
+        candidates = [i for i, r in enumerate(plotted) if _num(r.get("accuracy_int8")) is not None]
+        front = [candidates[j] for j in pareto_front(
+            [(float(plotted[i]["flash_bytes"]), float(plotted[i]["accuracy_int8"])) for i in candidates])]
+        _accuracy_plot(plotted, front, accuracy_path)
+        front_rows = sorted((plotted[i] for i in front), key=lambda r: (r["flash_bytes"], -r["accuracy_int8"]))
+        lines += [f"![Accuracy vs Flash]({ACCURACY_PLOT})", "",
+                  "Filled markers: int8 accuracy on the target; hollow: float accuracy before export.", ""]
+    else:
+        accuracy_path.unlink(missing_ok=True)  # a plot from an earlier report would contradict this one
+        lines += ["No ok measurement has both an accuracy and a Flash size; accuracy plot skipped.", ""]
+    lines += ["### Pareto front (max int8 accuracy, min Flash)", ""]
+    if front_rows:
+        lines += [_table(front_rows, [MEASUREMENT_HEADERS[i] for i in (0, 1, 2, 3, 4, 11)]), ""]
+    else:
+        lines += ["No ok measurement has both int8 accuracy and Flash.", ""]
+
+    lines += ["## Size figures", ""]
+    size_path = out_dir / SIZE_PLOT
+    sized = [r for r in ok if any(_num(r.get(column)) is not None for column, _ in SIZE_SERIES)]
+    if sized:
+        _size_plot(sized, size_path)
+        lines += [f"![Size figures]({SIZE_PLOT})", "",
+                  "- Vela Flash: read-only memory of the compiled model (encoded weights, scales, biases, tables).",
+                  "- RHS bound: sum over layers of N·(s·b + H2(s)) bits, the size model's bound.",
+                  "- Empirical entropy: N·H(codes) of the deployed int8 weights, the bound's left side.",
+                  "- Coded mask: each nonzero mask range-coded plus b bits per nonzero value.",
+                  "- Vela encoded weights: the weight stream Vela writes for the NPU.", ""]
+    else:
+        size_path.unlink(missing_ok=True)
+        lines += ["No ok measurement has size figures; size plot skipped.", ""]
+
+    lines += ["## Measurements", ""]
+    lines += [_table(ok, MEASUREMENT_HEADERS) if ok else "No ok measurements.", ""]
+
+    lines += ["## Failed", ""]
+    if failed:
+        failed_columns = [MEASUREMENT_HEADERS[i] for i in (0, 1, 2, 3)] + [
+            ("status", lambda r: _text(r.get("status")), False),
+            ("error", lambda r: _text(r.get("error"), limit=500), False)]
+        lines += [_table(failed, failed_columns), ""]
+    else:
+        lines += ["None.", ""]
+
+    lines += _provenance(rows)
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+    return path

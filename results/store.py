@@ -1,0 +1,397 @@
+"""The measurement store: runs and measurements in any SQLAlchemy database (SQLite file by default).
+
+One row per measured (candidate, target settings) pair; ``find_measurement`` makes that pair a cache key,
+so an unchanged candidate is not measured again. Record dicts use the column names below; keys the schema
+does not know go into the ``extra`` JSON column so nothing a stage reports is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Double, ForeignKey, Integer, String, Text,
+                        TypeDecorator, create_engine, event, exc, inspect, select)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from harness.errors import HarnessError, UsageError
+
+SCHEMA_VERSION = 1
+STORE_FILENAME = "results.sqlite"
+RUN_STATUSES = ("running", "ok", "failed", "interrupted")
+MEASUREMENT_STATUSES = ("ok", "failed")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Long enough to ride out another process's write transaction (a few ms) even on a slow disk.
+BUSY_TIMEOUT_MS = 30_000
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset; store naive UTC, return aware)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _json() -> JSON:
+    # Missing values are SQL NULL, not the JSON literal null, so "IS NULL" queries behave.
+    return JSON(none_as_null=True)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    command: Mapped[str] = mapped_column(String)
+    config: Mapped[Any] = mapped_column(_json(), nullable=True)
+    provenance: Mapped[Any] = mapped_column(_json(), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Measurement(Base):
+    __tablename__ = "measurements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    candidate_hash: Mapped[str | None] = mapped_column(String, index=True)
+    candidate_name: Mapped[str | None] = mapped_column(String)
+    strategy: Mapped[str | None] = mapped_column(String)
+    target: Mapped[str | None] = mapped_column(String)
+    target_settings: Mapped[Any] = mapped_column(_json(), nullable=True)
+    settings_key: Mapped[str | None] = mapped_column(String, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    flash_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sram_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    encoded_weight_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    original_weight_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    npu_cycles: Mapped[int | None] = mapped_column(BigInteger)
+    total_cycles: Mapped[int | None] = mapped_column(BigInteger)
+    latency_s: Mapped[float | None] = mapped_column(Double)
+    latency_is_estimate: Mapped[bool | None] = mapped_column(Boolean)
+    accuracy_int8: Mapped[float | None] = mapped_column(Double)
+    accuracy_float: Mapped[float | None] = mapped_column(Double)
+    accuracy_samples: Mapped[int | None] = mapped_column(BigInteger)
+    tflm_arena_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    rhs_bound_bytes: Mapped[float | None] = mapped_column(Double)
+    empirical_entropy_bytes: Mapped[float | None] = mapped_column(Double)
+    coded_mask_bytes: Mapped[float | None] = mapped_column(Double)
+    tool_versions: Mapped[Any] = mapped_column(_json(), nullable=True)
+    git_sha: Mapped[str | None] = mapped_column(String)
+    host: Mapped[str | None] = mapped_column(String)
+    extra: Mapped[Any] = mapped_column(_json(), nullable=True)
+
+
+class RunMember(Base):
+    """A run's measurements include cache hits made earlier: a run lists each of them here."""
+
+    __tablename__ = "run_members"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    measurement_id: Mapped[int] = mapped_column(ForeignKey("measurements.id"), primary_key=True)
+
+
+MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in Measurement.__table__.columns)
+RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in Run.__table__.columns)
+# Assigned by the store: a record's own values for these are ignored.
+_ASSIGNED = ("id", "run_id")
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types from what stages hand over (numpy scalars/arrays, tuples, paths, datetimes)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None  # JSON has no NaN/inf
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [_jsonable(v) for v in items]
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
+        return _jsonable(value.tolist())
+    return str(value)
+
+
+def _coerce(column: str, value: Any) -> Any:
+    """Python values of the column's type; numpy scalars would not bind on sqlite3."""
+    if value is None:
+        return None
+    column_type = Measurement.__table__.columns[column].type
+    if isinstance(column_type, JSON):
+        return _jsonable(value)
+    python_type = column_type.python_type
+    if python_type is bool:
+        return bool(value)
+    if python_type is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"measurement column {column!r} takes an integer, got {value!r}")
+        return int(value)
+    if python_type is float:
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if python_type is str:
+        return str(value)
+    return value
+
+
+def _row_dict(obj: Base, columns: tuple[str, ...]) -> dict:
+    return {name: getattr(obj, name) for name in columns}
+
+
+def _measurement_dict(obj: Measurement) -> dict:
+    row = _row_dict(obj, MEASUREMENT_COLUMNS)
+    row["extra"] = dict(row["extra"] or {})
+    return row
+
+
+class Store:
+    """Runs and measurements in one database; safe for several processes writing to one SQLite file."""
+
+    def __init__(self, url: str):
+        try:
+            parsed = make_url(url)
+        except exc.ArgumentError as error:
+            raise UsageError(f"{url!r} is not a database URL; pass one like sqlite:///path/results.sqlite") from error
+        self.url = parsed
+        self._label = parsed.render_as_string(hide_password=True)
+        self._sqlite = parsed.get_backend_name() == "sqlite"
+        if self._sqlite and parsed.database not in (None, "", ":memory:") and not parsed.database.startswith("file:"):
+            self._label = parsed.database
+            self._check_sqlite_file(Path(parsed.database))
+        try:
+            self.engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000} if self._sqlite else {})
+        except (ImportError, exc.NoSuchModuleError) as error:
+            raise UsageError(f"cannot open {self._label}: {error}; install the database driver or use a sqlite:/// URL") \
+                from error
+        if self._sqlite:
+            self._install_sqlite_hooks(self.engine)
+        # Writes take SQLite's write lock up front: a deferred transaction that read first cannot wait
+        # for the lock (SQLITE_BUSY without retry) once another process has committed.
+        self._write_engine = self.engine.execution_options(sqlite_immediate=True)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
+        try:
+            self._create_schema()
+        except exc.DatabaseError as error:
+            self.engine.dispose()
+            reason = str(error.orig or error).splitlines()[0]
+            if "locked" in reason or "busy" in reason:
+                raise HarnessError(f"{self._label} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000} s; "
+                                   f"retry when that process finishes") from error
+            raise UsageError(self._unreadable(reason)) from error
+        except UsageError:
+            self.engine.dispose()
+            raise
+
+    @classmethod
+    def for_output_dir(cls, out_dir) -> "Store":
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"cannot create output directory {out}: {error.strerror}; pass --out to a writable "
+                             f"directory") from error
+        return cls(f"sqlite:///{(out / STORE_FILENAME).resolve()}")
+
+    # -- setup ---------------------------------------------------------------------------------------------
+
+    def _unreadable(self, reason: str) -> str:
+        return (f"{self._label} is not a readable results store ({reason}); "
+                f"move it away or pass --out to a fresh directory")
+
+    def _check_sqlite_file(self, path: Path) -> None:
+        """Refuse anything but an SQLite file before SQLite gets a chance to write to it."""
+        if not path.exists():
+            if not path.parent.is_dir():
+                raise UsageError(f"{path}: directory {path.parent} does not exist; create it or pass --out "
+                                 f"to an existing directory")
+            return
+        try:
+            with open(path, "rb") as handle:
+                header = handle.read(len(SQLITE_MAGIC))
+        except OSError as error:
+            raise UsageError(self._unreadable(error.strerror or type(error).__name__)) from error
+        if header and header != SQLITE_MAGIC:  # an empty file is a new database to SQLite
+            raise UsageError(self._unreadable("not an SQLite database"))
+
+    @staticmethod
+    def _install_sqlite_hooks(engine: Engine) -> None:
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection, _record):
+            # SQLAlchemy emits BEGIN itself (below); the driver's own implicit BEGIN would defeat IMMEDIATE.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                cursor.execute("PRAGMA foreign_keys = ON")
+                # WAL: readers never block the writer, and a second process's commit waits instead of failing.
+                cursor.execute("PRAGMA journal_mode = WAL").fetchall()
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection):
+            immediate = connection.get_execution_options().get("sqlite_immediate")
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    def _create_schema(self) -> None:
+        with self._write_engine.begin() as connection:
+            existing = set(inspect(connection).get_table_names())
+            for table in (Run.__table__, Measurement.__table__):
+                if table.name in existing:
+                    have = {column["name"] for column in inspect(connection).get_columns(table.name)}
+                    missing = sorted(set(table.columns.keys()) - have)
+                    if missing:
+                        raise UsageError(self._unreadable(f"table {table.name} lacks columns {', '.join(missing)}"))
+            Base.metadata.create_all(connection)
+        with self._write() as session, session.begin():
+            meta = session.get(Meta, "schema_version")
+            if meta is None:
+                session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif meta.value != str(SCHEMA_VERSION):
+                raise UsageError(f"{self._label} has results schema version {meta.value}, this harness reads "
+                                 f"version {SCHEMA_VERSION}; upgrade the harness or pass --out to a fresh directory")
+
+    # -- runs ------------------------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self._read() as session:
+            meta = session.get(Meta, "schema_version")
+            return int(meta.value)
+
+    def start_run(self, command: str, config: dict, provenance: dict) -> int:
+        with self._write() as session, session.begin():
+            run = Run(command=command, config=_jsonable(config), provenance=_jsonable(provenance),
+                      status="running", started_at=utcnow())
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        if status not in RUN_STATUSES[1:]:
+            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES[1:])}, got {status!r}")
+        with self._write() as session, session.begin():
+            run = session.get(Run, run_id)
+            if run is None:
+                raise ValueError(f"no run {run_id} in {self._label}")
+            run.status = status
+            run.finished_at = utcnow()
+
+    def runs(self) -> list[dict]:
+        with self._read() as session:
+            return [_row_dict(run, RUN_COLUMNS) for run in session.scalars(select(Run).order_by(Run.id))]
+
+    def latest_run_id(self, command: str | None = None) -> int | None:
+        query = select(Run.id).order_by(Run.id.desc()).limit(1)
+        if command is not None:
+            query = query.where(Run.command == command)
+        with self._read() as session:
+            return session.scalar(query)
+
+    # -- measurements ------------------------------------------------------------------------------------------
+
+    def add_measurement(self, run_id: int | None, record: dict) -> int:
+        """Store one record; ``run_id`` wins over any id in the record, unknown keys land in ``extra``."""
+        status = record.get("status")
+        if status not in MEASUREMENT_STATUSES:
+            raise ValueError(f"measurement status must be one of {', '.join(MEASUREMENT_STATUSES)}, got {status!r}")
+        values: dict[str, Any] = {}
+        extra = dict(record.get("extra") or {})
+        for key, value in record.items():
+            if key in _ASSIGNED or key == "extra":
+                continue
+            if key in MEASUREMENT_COLUMNS:
+                values[key] = _coerce(key, value)
+            else:
+                extra[key] = value
+        values["extra"] = _jsonable(extra) if extra else None
+        if values.get("created_at") is None:
+            values["created_at"] = utcnow()
+        try:
+            with self._write() as session, session.begin():
+                row = Measurement(run_id=run_id, **values)
+                session.add(row)
+                session.flush()
+                return row.id
+        except exc.IntegrityError as error:
+            raise ValueError(f"cannot store measurement for run {run_id} in {self._label}: {error.orig}") from error
+
+    def link(self, run_id: int, measurement_id: int) -> None:
+        """Make a measurement part of a run (a cache hit from an earlier run); linking twice is harmless."""
+        with self._write() as session, session.begin():
+            if session.get(RunMember, (run_id, measurement_id)) is None:
+                session.add(RunMember(run_id=run_id, measurement_id=measurement_id))
+
+    def find_measurement(self, candidate_hash: str, settings_key: str) -> dict | None:
+        """The newest successful measurement of this candidate under these target settings, if any."""
+        query = (select(Measurement)
+                 .where(Measurement.candidate_hash == candidate_hash, Measurement.settings_key == settings_key,
+                        Measurement.status == "ok")
+                 .order_by(Measurement.id.desc()).limit(1))
+        with self._read() as session:
+            row = session.scalar(query)
+            return None if row is None else _measurement_dict(row)
+
+    def measurements(self, run_id: int | None = None, since: dt.datetime | None = None) -> list[dict]:
+        """All measurements (of one run, its linked cache hits included, and/or created at or after ``since``;
+        naive datetimes are UTC)."""
+        query = select(Measurement).order_by(Measurement.id)
+        if run_id is not None:
+            members = select(RunMember.measurement_id).where(RunMember.run_id == run_id)
+            query = query.where((Measurement.run_id == run_id) | Measurement.id.in_(members))
+        if since is not None:
+            query = query.where(Measurement.created_at >= since)
+        with self._read() as session:
+            return [_measurement_dict(row) for row in session.scalars(query)]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self._label!r})"

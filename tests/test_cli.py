@@ -1,0 +1,159 @@
+"""The command line as a user meets it: JSON output, the cache, and one clear line per bad input."""
+
+import json
+
+import numpy as np
+
+from harness.cli import main
+from tests.candidates import make_candidate
+
+JSON_KEYS = {"candidate", "target", "flash_bytes", "sram_bytes", "encoded_weight_bytes", "original_weight_bytes",
+             "npu_cycles", "latency_s", "rhs_bound_bytes", "empirical_entropy_bytes", "coded_mask_bytes",
+             "accuracy_int8", "tflm_arena_bytes", "tool_versions"}
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_measure_tflite_json_then_cache_hit(capsys, tmp_path, hand_tflite_file):
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--target", "vela", "--json", "--out", out)
+    assert code == 0
+    record = json.loads(stdout.strip())
+    assert JSON_KEYS <= record.keys()
+    assert record["candidate"] == "hand" and record["target"] == "vela" and record["cached"] is False
+    assert record["flash_bytes"] > 0 and record["accuracy_int8"] is None  # no dataset given
+    assert record["tool_versions"]["vela"]
+    code, stdout, _ = run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--json", "--out", out)
+    again = json.loads(stdout.strip())
+    assert code == 0 and again["cached"] is True and again["flash_bytes"] == record["flash_bytes"]
+    code, stdout, _ = run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--json", "--out", out, "--force")
+    assert json.loads(stdout.strip())["cached"] is False
+
+
+def test_measure_candidate_with_synthetic_accuracy_and_report(capsys, tmp_path):
+    candidate_dir = make_candidate(bits=2, nonzero=0.2).save(tmp_path / "cand")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(capsys, "measure", "--candidate", candidate_dir, "--dataset", "synthetic",
+                              "--eval-samples", "50", "--json", "--out", out)
+    assert code == 0
+    record = json.loads(stdout.strip())
+    assert record["accuracy_samples"] == 50 and 0 <= record["accuracy_int8"] <= 1
+    assert record["rhs_bound_bytes"] > record["empirical_entropy_bytes"] > 0
+    code, stdout, _ = run_cli(capsys, "report", "--out", out)
+    assert code == 0
+    report = (out / "reports").glob("run-*/report.md")
+    assert any("hand-b2-s20" in path.read_text() for path in report)
+
+
+def _assert_one_line_error(code, stderr, expected_code, *fragments):
+    assert code == expected_code
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in stderr
+
+
+def test_missing_file(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "measure", "--tflite", tmp_path / "nope.tflite", "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "nope.tflite", "no such file")
+
+
+def test_not_a_tflite_file(capsys, tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"this is a text file, not a flatbuffer")
+    code, _, err = run_cli(capsys, "measure", "--tflite", path, "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "not a TFLite flatbuffer")
+
+
+def test_truncated_tflite(capsys, tmp_path, hand_tflite):
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(hand_tflite[: len(hand_tflite) // 3])
+    code, _, err = run_cli(capsys, "measure", "--tflite", path, "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "truncated or corrupt")
+
+
+def test_float_tflite(capsys, tmp_path, hand_candidate):
+    import tensorflow as tf
+
+    from harness.export import build_keras
+
+    path = tmp_path / "float.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(build_keras(hand_candidate)).convert())
+    code, _, err = run_cli(capsys, "measure", "--tflite", path, "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "FLOAT32", "not int8", "full-integer")
+
+
+def test_unknown_target_and_accelerator(capsys, tmp_path, hand_tflite_file):
+    code, _, err = run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--target", "tpu", "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "unknown target 'tpu'", "vela")
+    code, _, err = run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--accelerator", "ethos-u55-100",
+                           "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "unknown accelerator config", "ethos-u55-128")
+
+
+def test_malformed_candidate(capsys, tmp_path):
+    candidate = make_candidate()
+    candidate.spec["layers"][0]["nonzero"] = 1.5
+    directory = tmp_path / "bad"
+    directory.mkdir()
+    (directory / "spec.json").write_text(json.dumps(candidate.spec))
+    np.savez(directory / "weights.npz", **candidate.weights)
+    code, _, err = run_cli(capsys, "measure", "--candidate", directory, "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "nonzero=1.5")
+
+
+def test_bits_not_deployable_is_a_failed_measurement_that_is_stored(capsys, tmp_path):
+    candidate = make_candidate()
+    candidate.spec["layers"][0]["bits"] = 16
+    directory = candidate.save(tmp_path / "wide")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, "measure", "--candidate", directory, "--json", "--out", out)
+    assert code == 1
+    record = json.loads(stdout.strip())
+    assert record["status"] == "failed" and "bits=16" in record["error"]
+    from results.store import Store
+
+    with Store.for_output_dir(out) as store:
+        assert [row["status"] for row in store.measurements()] == ["failed"]
+
+
+def test_missing_dataset_path(capsys, tmp_path, hand_tflite_file):
+    code, _, err = run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--dataset", "fashion-mnist",
+                           "--data-path", tmp_path / "empty", "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "Fashion-MNIST not found", "apt-get install dataset-fashion-mnist", "--data-path")
+    code, _, err = run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--dataset", "cifar10", "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "cifar10 needs a path", "--data-path")
+
+
+def test_output_directory_not_writable(capsys, tmp_path, hand_tflite_file):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory should be")
+    code, _, err = run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--out", blocker / "out")
+    _assert_one_line_error(code, err, 2, "is not writable", "--out")
+
+
+def test_existing_measurements_survive_a_bad_input(capsys, tmp_path, hand_tflite_file):
+    out = tmp_path / "out"
+    assert run_cli(capsys, "measure", "--tflite", hand_tflite_file, "--out", out)[0] == 0
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"TFL")
+    assert run_cli(capsys, "measure", "--tflite", bad, "--out", out)[0] == 2
+    from results.store import Store
+
+    with Store.for_output_dir(out) as store:
+        assert len(store.measurements()) == 1
+
+
+def test_unknown_flag_and_bad_config(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "measure", "--bogus")
+    _assert_one_line_error(code, err, 2, "--bogus")
+    config = tmp_path / "cfg.toml"
+    config.write_text("[search]\nbitz = [4]\n")
+    code, _, err = run_cli(capsys, "run", "--config", config, "--out", tmp_path / "o")
+    _assert_one_line_error(code, err, 2, "unknown key search.bitz")

@@ -1,0 +1,153 @@
+"""Markdown + PNG report from measurement rows, and the Pareto front it draws."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+
+from results.report import pareto_front, write_report
+from results.store import MEASUREMENT_COLUMNS, Store
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def row(name, strategy, flash, acc, **overrides) -> dict:
+    values = dict.fromkeys(MEASUREMENT_COLUMNS)
+    values.update({
+        "id": sum(map(ord, name)),
+        "created_at": dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
+        "candidate_hash": f"{name:0<64}"[:64],
+        "candidate_name": name,
+        "strategy": strategy,
+        "target": "vela",
+        "target_settings": {"accelerator": "ethos-u55-128"},
+        "settings_key": "s1",
+        "status": "ok",
+        "flash_bytes": flash,
+        "sram_bytes": 20_000,
+        "encoded_weight_bytes": int(flash * 0.8) if flash else None,
+        "original_weight_bytes": 80_000,
+        "npu_cycles": 123_456,
+        "total_cycles": 130_000,
+        "latency_s": 0.00052,
+        "latency_is_estimate": True,
+        "accuracy_int8": acc,
+        "accuracy_float": acc + 0.01 if acc is not None else None,
+        "accuracy_samples": 1000,
+        "tflm_arena_bytes": 30_000,
+        "rhs_bound_bytes": flash * 0.7 if flash else None,
+        "empirical_entropy_bytes": flash * 0.65 if flash else None,
+        "coded_mask_bytes": flash * 0.72 if flash else None,
+        "tool_versions": {"vela": "5.2.0", "python": "3.11.7"},
+        "git_sha": "abc123",
+        "host": "bench",
+        "extra": {},
+    })
+    values.update(overrides)
+    return values
+
+
+# Hand-made: the front is cheap (smallest, low accuracy), mid and best; the others are dominated.
+ROWS = [
+    row("cheap", "udc", 20_000, 0.80),
+    row("mid", "udc", 40_000, 0.88),
+    row("mid-dominated", "dnas", 45_000, 0.86),    # more Flash, less accuracy than mid
+    row("best", "random", 90_000, 0.91),
+    row("big-worse", "random", 120_000, 0.90),     # dominated by best
+    row("same-flash-worse", None, 40_000, 0.85),   # ties mid on Flash, loses on accuracy
+    row("broken", "udc", None, None, status="failed", error="vela: operator | not supported\nsecond line",
+        sram_bytes=None, npu_cycles=None),
+]
+
+
+def pareto_section(text: str) -> str:
+    return text.split("### Pareto front", 1)[1].split("\n## ", 1)[0]
+
+
+def section(text: str, heading: str) -> str:
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_pareto_front_hand_example():
+    points = [(10, 0.5), (20, 0.7), (20, 0.6), (15, 0.4), (30, 0.7), (5, 0.3), (40, 0.9), (40, 0.9)]
+    assert pareto_front(points) == [0, 1, 5, 6, 7]
+    assert pareto_front([]) == []
+    assert pareto_front([(1.0, float("nan")), (2.0, 0.5)]) == [1]
+    assert pareto_front([(3, 1), (1, 1), (2, 1)]) == [1]
+
+
+def test_report_writes_markdown_and_pngs(tmp_path):
+    path = write_report(ROWS, tmp_path / "report")
+    assert path == tmp_path / "report" / "report.md"
+    text = path.read_text()
+    for png in ("accuracy_vs_flash.png", "size_figures.png"):
+        data = (tmp_path / "report" / png).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000, png
+        assert f"]({png})" in text
+
+    table = section(text, "Measurements")
+    for r in ROWS[:-1]:
+        assert f"| {r['candidate_name']} " in table
+        assert r["candidate_hash"][:12] in table
+    assert "broken" not in table
+    assert "unknown" in table  # strategy None
+    assert "0.520 (est.)" in table and "88.00" in table and "39.06" in table  # latency ms, acc %, flash KiB
+
+    front = re.findall(r"^\| (\S+) ", pareto_section(text), flags=re.M)
+    assert front[2:] == ["cheap", "mid", "best"]  # after the header and rule rows
+
+    failed = section(text, "Failed")
+    assert "broken" in failed and "operator \\| not supported second line" in failed
+    provenance = section(text, "Provenance")
+    assert "abc123" in provenance and "bench" in provenance and "5.2.0" in provenance
+    assert "ethos-u55-128" in provenance
+
+
+def test_report_is_deterministic(tmp_path):
+    first = write_report(ROWS, tmp_path / "a").read_text()
+    second = write_report(ROWS, tmp_path / "b").read_text()
+    assert first == second
+
+
+def test_rows_full_of_none_do_not_crash(tmp_path):
+    empty = dict.fromkeys(MEASUREMENT_COLUMNS)
+    byo = row("byo.tflite", None, 50_000, None, accuracy_float=None, accuracy_samples=None, latency_s=None,
+              rhs_bound_bytes=None, tool_versions=None, target_settings=None, candidate_hash=None)
+    rows = [dict(empty, status="ok"), dict(empty, status="failed"), byo, dict(empty)]
+    text = write_report(rows, tmp_path).read_text()
+    assert "accuracy plot skipped" in text
+    assert not (tmp_path / "accuracy_vs_flash.png").exists()
+    assert (tmp_path / "size_figures.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "byo.tflite" in section(text, "Measurements") and "—" in text
+
+
+def test_stale_accuracy_plot_is_not_left_behind(tmp_path):
+    write_report(ROWS, tmp_path)
+    assert (tmp_path / "accuracy_vs_flash.png").exists()
+    write_report([row("no-acc", "udc", 10_000, None, accuracy_float=None)], tmp_path)
+    assert not (tmp_path / "accuracy_vs_flash.png").exists()
+
+
+def test_empty_report(tmp_path):
+    text = write_report([], tmp_path).read_text()
+    assert "0 measurements" in text and "No ok measurements." in text
+
+
+def test_report_from_store_rows(tmp_path):
+    with Store.for_output_dir(tmp_path) as store:
+        run_id = store.start_run("measure", {}, {})
+        for r in ROWS:
+            store.add_measurement(run_id, {k: v for k, v in r.items() if k != "id"})
+        rows = store.measurements(run_id)
+    text = write_report(rows, tmp_path / "report", title="Run 1").read_text()
+    assert text.startswith("# Run 1\n")
+    front = re.findall(r"^\| (\S+) ", pareto_section(text), flags=re.M)
+    assert front[2:] == ["cheap", "mid", "best"]
+
+
+@pytest.mark.parametrize("accuracy_float", [None, 0.95])
+def test_single_point(tmp_path, accuracy_float):
+    path = write_report([row("solo", "udc", 30_000, 0.9, accuracy_float=accuracy_float)], tmp_path)
+    assert "solo" in pareto_section(path.read_text())
