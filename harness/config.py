@@ -1,8 +1,8 @@
 """The one config format (TOML), validated on load; CLI flags override it.
 
 Every key is listed in ``SCHEMA`` with its type; an unknown section or key, or a value of the
-wrong type, is a UsageError naming it. Presets (``quick``, ``full``) fill the training settings
-the file leaves out.
+wrong type, is a UsageError naming it. Presets (``quick``, ``full``) fill the training and
+evaluation settings the file leaves out.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ _NUMBER = (int, float)
 SCHEMA: dict[str, dict[str, tuple]] = {
     "run": {"target": (str,), "dataset": (str,), "data_path": (str,), "out": (str,), "preset": (str,)},
     "search": {"supernet": (str,), "bits": (list, int), "nonzero": (list, _NUMBER), "pretrain_epochs": (int,),
-               "finetune_steps": (int,), "batch_size": (int,), "lr": (_NUMBER,), "finetune_lr": (_NUMBER,),
+               "finetune_steps": (int,), "batch_size": (int,), "finetune_batch_size": (int,), "lr": (_NUMBER,), "finetune_lr": (_NUMBER,),
                "anneal_fraction": (_NUMBER,), "seed": (int,)},
     "measure": {"eval_samples": (int,), "calibration_samples": (int,), "allow_cpu_ops": (bool,)},
     "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
@@ -30,15 +30,8 @@ DEFAULTS: dict[str, dict] = {
     "vela": {},
 }
 
-# Training and evaluation sizes per preset; quick finishes the main job in minutes on 2 cores.
-PRESETS = {
-    "quick": {"search": {"pretrain_epochs": 2, "finetune_steps": 120, "batch_size": 128, "lr": 4e-3,
-                         "finetune_lr": 5e-4, "anneal_fraction": 0.5},
-              "measure": {"eval_samples": 2000}},
-    "full": {"search": {"pretrain_epochs": 20, "finetune_steps": 3000, "batch_size": 128, "lr": 2e-3,
-                        "finetune_lr": 3e-4, "anneal_fraction": 0.5},
-             "measure": {"eval_samples": 0}},
-}
+# Test images per preset; the training settings of a preset are the strategy's own (search.strategy).
+PRESETS = {"quick": {"measure": {"eval_samples": 2000}}, "full": {"measure": {"eval_samples": 0}}}
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
@@ -50,7 +43,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     preset = overrides.get("run", {}).get("preset") or from_file.get("run", {}).get("preset") or DEFAULTS["run"]["preset"]
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    from search.strategy import FULL, QUICK
+
     config = copy.deepcopy(DEFAULTS)
+    config["search"].update({"quick": QUICK, "full": FULL}[preset])
     for layer in (PRESETS[preset], from_file, overrides):
         for section, values in layer.items():
             config[section].update(values)

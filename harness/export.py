@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterable
-
+import tempfile
+import warnings
 import numpy as np
 
 from harness.candidate import Candidate, WEIGHT_OPS
@@ -69,9 +69,6 @@ def build_keras(candidate: Candidate):
 def to_int8_tflite(candidate: Candidate, representative: np.ndarray) -> bytes:
     """Convert with int8 input/output; ``representative`` is a few hundred float inputs (NHWC) for activation ranges."""
     check_deployable(candidate)
-    import tensorflow as tf
-
-    model = build_keras(candidate)
     samples = np.asarray(representative, np.float32)
     if samples.ndim != 4 or samples.shape[1:] != tuple(candidate.spec["input_shape"]):
         raise UsageError(
@@ -79,36 +76,51 @@ def to_int8_tflite(candidate: Candidate, representative: np.ndarray) -> bytes:
             f"{tuple(candidate.spec['input_shape'])}; pick the dataset the candidate was trained on"
         )
 
-    def representative_dataset() -> Iterable[list[np.ndarray]]:
-        for sample in samples:
-            yield [sample[None]]
+    with _converter_output_captured():
+        import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    converter._experimental_disable_per_channel = True  # keeps the b-bit grid exact; see module docstring
-    with _stdout_to_stderr():
+        model = build_keras(candidate)
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        converter._experimental_disable_per_channel = True  # keeps the b-bit grid exact; see module docstring
         flatbuffer = converter.convert()
     verify_exact(candidate, read_tflite(flatbuffer, label=f"{candidate.name} (exported)"))
     return flatbuffer
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr():
-    """The converter prints its progress on stdout (Python and C++ alike); keep stdout for --json."""
+def _converter_output_captured():
+    """TensorFlow prints pages of progress on stdout and stderr, from Python and C++ alike.
+
+    Both file descriptors go to a temporary file (stdout must stay clean for --json); the
+    converter's last lines are only shown when the conversion fails.
+    """
     sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        except Exception as exc:
+            log.flush()
+            log.seek(0)
+            tail = " | ".join(line.strip() for line in log.read().splitlines()[-3:] if line.strip())
+            raise HarnessError(f"TFLite conversion failed: {exc}; converter said: {tail}") from None
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def tflite_layout(op: str, weight: np.ndarray) -> np.ndarray:

@@ -64,7 +64,7 @@ def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, forc
         raise
     finally:
         store.finish_run(run_id, status)
-    report = write_report(records, out_dir / "reports" / f"run-{run_id}", title=f"UDC harness run {run_id} ({target.name})")
+    report = write_report(store.measurements(run_id), out_dir / "reports" / f"run-{run_id}", title=f"UDC harness run {run_id} ({target.name})")
     _say(f"run {run_id}: {len(records)} candidates on {target.name} in {elapsed(started)}; report: {report}", quiet)
     return run_id, records, report
 

@@ -171,7 +171,7 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path) -> None:
         if with_float:
             ax.scatter([r["flash_bytes"] / 1024 for r in with_float], [100 * r["accuracy_float"] for r in with_float],
                        marker=marker, facecolors="none", edgecolors=colour, s=42, linewidths=1.2, zorder=3)
-        for r in members:
+        for index, r in enumerate(sorted(members, key=lambda m: m["flash_bytes"])):
             acc_int8, acc_float = _num(r.get("accuracy_int8")), _num(r.get("accuracy_float"))
             x = r["flash_bytes"] / 1024
             if acc_int8 is not None and acc_float is not None:
@@ -179,7 +179,9 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path) -> None:
                 ax.plot([x, x], [100 * acc_float, 100 * acc_int8], color=colour, linewidth=0.8, linestyle=":",
                         zorder=2)
             y = acc_int8 if acc_int8 is not None else acc_float
-            ax.annotate(_name(r), (x, 100 * y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+            # Neighbours in Flash alternate above/below so close points keep readable labels.
+            ax.annotate(_name(r), (x, 100 * y), xytext=(4, 3 if index % 2 == 0 else -9), textcoords="offset points",
+                        fontsize=7)
     if front:
         pts = sorted((rows[i]["flash_bytes"] / 1024, 100 * rows[i]["accuracy_int8"]) for i in front)
         ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="0.25", linewidth=1.2,
