@@ -1,4 +1,4 @@
-"""``python -m harness``: run, measure, report, doctor.
+"""``python -m harness``: run, measure, report, tables, doctor.
 
 Errors are one line naming the problem and the fix; exit 2 for usage errors, 1 for failed runs;
 tracebacks only under ``--debug`` (DESIGN.md section 5).
@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run", type=int, help="run id (default: the latest run)")
     report.add_argument("--all", action="store_true", help="every stored measurement instead of one run")
 
+    tables = commands.add_parser("tables", help="regenerate the UDC paper's tables (markdown + CSV)")
+    _common(tables)
+    tables.add_argument("--only", choices=["table2"], default="table2",
+                        help="table2: L_E under Gumbel-softmax, projection and rejection sampling (computed, no training)")
+    tables.add_argument("--seed", type=int, default=0, help="seed of the fixed pi and the Monte-Carlo samples")
+
     doctor = commands.add_parser("doctor", help="list tools, datasets and targets with their status")
     _common(doctor)
     return parser
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        return {"run": _run, "measure": _measure, "report": _report, "doctor": _doctor}[args.command](args)
+        return {"run": _run, "measure": _measure, "report": _report, "tables": _tables,
+                "doctor": _doctor}[args.command](args)
     except (HarnessError, UsageError) as exc:
         if debug:
             raise
@@ -212,6 +219,25 @@ def _report(args) -> int:
                 raise UsageError(f"run {run_id} has no measurements; list runs with 'python -m harness report --all'")
         path = write_report(rows, out_dir / "reports" / name, title=title)
     print(path)
+    return 0
+
+
+def _tables(args) -> int:
+    import csv
+
+    from search.table2 import format_table2, table2
+
+    rows = table2(seed=args.seed)
+    directory = _out_dir(args) / "tables"
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown = format_table2(rows)
+    (directory / "table2.md").write_text(markdown + "\n")
+    with open(directory / "table2.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(markdown)
+    print(f"\nwritten: {directory / 'table2.md'}, {directory / 'table2.csv'}", file=sys.stderr)
     return 0
 
 

@@ -22,3 +22,54 @@ def binary_entropy(s: float) -> float:
 def layer_size_bits(n_elements: int, nonzero: float, bits: int) -> float:
     """eps(s, b, rho) for a layer whose width choice leaves ``n_elements`` weights."""
     return n_elements * (nonzero * bits + binary_entropy(nonzero))
+
+
+# ---------------------------------------------------------------- relaxed costs
+# These take torch tensors through their methods only, so importing this module never needs torch.
+
+ENTROPY_CLAMP = 1e-6  # keeps log2 finite; H2 is set to 0 exactly at s in {0, 1}
+
+
+def relaxed_binary_entropy(nonzero):
+    """H2(s) for a tensor s, differentiable inside (0, 1), exactly 0 at s in {0, 1} with zero gradient there."""
+    clamped = nonzero.clamp(ENTROPY_CLAMP, 1.0 - ENTROPY_CLAMP)
+    entropy = -(clamped * clamped.log2() + (1.0 - clamped) * (1.0 - clamped).log2())
+    return entropy * ((nonzero > 0.0) & (nonzero < 1.0))
+
+
+def relaxed_layer_size_bits(n_full: int, nonzero, bits, width_out, width_in=1.0):
+    """eps = n_full * width_out * width_in * (s*b + H2(s)) bits for expected options (tensors of shape
+    [S] or 0-d): the paper's relaxation, the size model evaluated at sum_k z[k] * option_k.
+
+    ``n_full`` counts the weight elements at full width. A layer's width scales its output channels
+    and the width of the layer feeding it scales its input channels; a depthwise layer has no width
+    of its own, so pass its input's width as ``width_out`` and leave ``width_in`` at 1. Channel
+    counts are not rounded here (kept_count rounds them in the deployed network).
+    """
+    return n_full * width_out * width_in * (nonzero * bits + relaxed_binary_entropy(nonzero))
+
+
+def size_penalty(sizes_bits, target_bits: float):
+    """L_E of eq. 7 as a mean over MC samples, relative to the target: mean |E - e*| / e*. Being
+    relative, one lambda serves every budget."""
+    return (sizes_bits - target_bits).abs().mean() / target_bits
+
+
+def layer_macs(op: str, kernel: int, in_channels: int, out_channels: int, out_height: int = 1,
+               out_width: int = 1) -> int:
+    """Multiply-accumulates of one layer at full width:
+    conv k*k*cin*cout*H_out*W_out; dwconv k*k*c*H_out*W_out (c = out_channels = in_channels);
+    dense cin*cout (kernel and output size ignored)."""
+    if op == "conv":
+        return kernel * kernel * in_channels * out_channels * out_height * out_width
+    if op == "dwconv":
+        return kernel * kernel * out_channels * out_height * out_width
+    if op == "dense":
+        return in_channels * out_channels
+    raise ValueError(f"no MAC count for op {op!r}; expected conv, dwconv or dense")
+
+
+def relaxed_macs(full_macs: int, width_out, width_in=1.0):
+    """MACs at expected widths: full_macs * width_out * width_in, MACs being bilinear in the channel
+    counts. As for the size, a depthwise layer takes its input's width as ``width_out`` and width_in 1."""
+    return full_macs * width_out * width_in

@@ -157,3 +157,12 @@ def test_unknown_flag_and_bad_config(capsys, tmp_path):
     config.write_text("[search]\nbitz = [4]\n")
     code, _, err = run_cli(capsys, "run", "--config", config, "--out", tmp_path / "o")
     _assert_one_line_error(code, err, 2, "unknown key search.bitz")
+
+
+def test_tables_table2_writes_markdown_and_csv(capsys, tmp_path):
+    code, stdout, _ = run_cli(capsys, "tables", "--only", "table2", "--out", tmp_path)
+    assert code == 0
+    assert "| 0.66 |" in stdout and "(paper 0.04)" in stdout
+    rows = (tmp_path / "tables" / "table2.csv").read_text().splitlines()
+    assert rows[0] == "tau,setting,xi,vartheta,L_E,paper" and len(rows) == 9
+    assert (tmp_path / "tables" / "table2.md").read_text().strip() == stdout.strip()

@@ -1,0 +1,214 @@
+"""Decision variables of the UDC strategy and their relaxations (paper 001 section 4, appendix D).
+
+A decision z ~ Cat(pi) over K options is relaxed into z-hat (Gumbel-softmax), z-tilde (Alg. 1:
+Gumbel-softmax samples conditioned on agreeing with argmax pi) or a mix of both (Sec. 4.2: z-tilde
+with probability vartheta). Every sampler takes ``log_pi`` of shape [..., K] (unnormalised log
+probabilities are fine) and returns ``samples`` Monte-Carlo draws at once, shape [S, ..., K], so S
+samples cost one batched op instead of S.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+PROJECTION_ITERATIONS = 40  # bisection halvings of 1/T in [0, 1]: 2^-40, far below float32 resolution
+FEASIBILITY_TOLERANCE = 1e-6  # a pi this close to the bound counts as feasible, so projection is idempotent
+
+
+# ---------------------------------------------------------------- samplers
+
+
+def gumbel_softmax(log_pi: torch.Tensor, tau: float, samples: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """z-hat = softmax((log pi + g) / tau), g ~ Gumbel(0, 1): [S, ..., K] for log_pi [..., K]."""
+    uniform = torch.rand((samples, *log_pi.shape), dtype=log_pi.dtype, device=log_pi.device, generator=generator)
+    # In place: these buffers are the bulk of the cost of S samples.
+    perturbed = uniform.clamp_min_(torch.finfo(log_pi.dtype).tiny).log_().neg_().log_().neg_().add_(log_pi)
+    return torch.softmax(perturbed.div_(tau), dim=-1)
+
+
+def _conditioned_on_argmax(log_pi: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
+    """One Gumbel-softmax sample per row of log_pi [N, K], drawn from its distribution given argmax = argmax pi.
+
+    The perturbed logits conditioned on their argmax b are (Maddison et al. 2014, Tucker et al. 2017)
+    G_b = -log(-log u_b) and G_k = -log(-log(u_k) / pi_k - log u_b) for k != b, u uniform.
+    """
+    log_pi = torch.log_softmax(log_pi, dim=-1)
+    neg_log_u = torch.empty_like(log_pi).exponential_(generator=generator).clamp_min(torch.finfo(log_pi.dtype).tiny)
+    best = log_pi.argmax(dim=-1, keepdim=True)
+    neg_log_u_best = neg_log_u.gather(-1, best)
+    others = -(neg_log_u * torch.exp(-log_pi) + neg_log_u_best).log()
+    perturbed = others.scatter(-1, best, -neg_log_u_best.log())
+    return torch.softmax(perturbed / tau, dim=-1)
+
+
+def rejection_sample(log_pi: torch.Tensor, tau: float, samples: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Alg. 1: z-tilde, the average of those of ``samples`` Gumbel-softmax draws whose argmax equals
+    argmax pi: [..., K] for log_pi [..., K]. Its argmax is argmax pi; it is differentiable w.r.t. log_pi."""
+    z_hat = gumbel_softmax(log_pi, tau, samples, generator)
+    kept = (z_hat.argmax(dim=-1) == log_pi.argmax(dim=-1)).to(z_hat.dtype)
+    kept_count = kept.sum(dim=0)
+    average = (kept.unsqueeze(-1) * z_hat).sum(dim=0) / kept_count.clamp_min(1).unsqueeze(-1)
+    if bool((kept_count > 0).all()):
+        return average
+    # Every draw rejected (likely only when pi[k*] is small and draws are few): an empty average is
+    # undefined, falling back to z-hat would bring back the inflation z-tilde removes, and a hard
+    # one-hot carries no gradient. One draw from the exact conditional distribution of an accepted
+    # sample keeps argmax z-tilde = argmax pi and stays differentiable w.r.t. log pi.
+    empty = kept_count == 0
+    average = average.clone()
+    average[empty] = _conditioned_on_argmax(log_pi.expand(average.shape)[empty], tau, generator)
+    return average
+
+
+def mixed_sample(log_pi: torch.Tensor, tau: float, samples: int, vartheta: float,
+                 generator: torch.Generator | None = None, proposals: int | None = None) -> torch.Tensor:
+    """Sec. 4.2: for every decision and every MC sample, z-tilde with probability vartheta, z-hat
+    otherwise: [S, ..., K]. Each z-tilde is its own Alg. 1 run over ``proposals`` draws (default:
+    ``samples``, as Alg. 1 draws as many proposals as there are MC samples)."""
+    z_hat = gumbel_softmax(log_pi, tau, samples, generator)
+    if vartheta <= 0.0:
+        return z_hat
+    use_tilde = torch.rand(z_hat.shape[:-1], generator=generator, device=log_pi.device) < vartheta
+    if not bool(use_tilde.any()):
+        return z_hat
+    # Alg. 1 runs only for the (sample, decision) pairs that use z-tilde: it costs ``proposals`` draws each.
+    chosen_log_pi = log_pi.expand(z_hat.shape)[use_tilde]
+    mixed = z_hat.clone()
+    mixed[use_tilde] = rejection_sample(chosen_log_pi, tau, proposals or samples, generator)
+    return mixed
+
+
+def ste_top_kappa(z_hat: torch.Tensor, kappa: int) -> torch.Tensor:
+    """Appendix D eq. 12: the forward value keeps the kappa largest entries of z-hat renormalised to
+    sum 1 (fewer options co-adapt through the shared weights); the backward pass is that of z-hat."""
+    if kappa < 1:
+        raise ValueError(f"kappa must be >= 1, got {kappa}")
+    if kappa >= z_hat.shape[-1]:
+        return z_hat
+    top = torch.zeros_like(z_hat).scatter(-1, z_hat.topk(kappa, dim=-1).indices, 1.0)
+    kept = z_hat * top
+    forward = kept / kept.sum(dim=-1, keepdim=True)
+    return z_hat + (forward - z_hat).detach()
+
+
+# ---------------------------------------------------------------- projection (eq. 8)
+
+
+def _inverse_temperatures(log_pi: torch.Tensor, valid: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """beta* = 1/T* in [0, 1] per row: the largest beta with max softmax(beta * log pi) <= bound.
+
+    With r_k = pi_k / max pi, max softmax(beta * log pi) = 1 / sum_k r_k^beta, which falls
+    monotonically from 1 (beta -> inf) to 1/K (beta = 0), so bisection on beta finds the root.
+    """
+    log_ratio = torch.where(valid, log_pi - log_pi.masked_fill(~valid, -math.inf).amax(-1, keepdim=True), 0.0)
+
+    def peak(beta):
+        terms = torch.where(valid, torch.exp(beta.unsqueeze(-1) * log_ratio), 0.0)
+        return 1.0 / terms.sum(-1)
+
+    low, high = torch.zeros_like(bounds), torch.ones_like(bounds)
+    feasible = peak(high) <= bounds + FEASIBILITY_TOLERANCE
+    for _ in range(PROJECTION_ITERATIONS):
+        middle = (low + high) / 2
+        below = peak(middle) <= bounds
+        low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+    return torch.where(feasible, torch.ones_like(low), low)
+
+
+def _projection_betas(pis: Sequence[torch.Tensor], xi: float) -> torch.Tensor:
+    sizes = [p.numel() for p in pis]
+    width = max(sizes)
+    log_pi = torch.zeros(len(pis), width, dtype=torch.float64)
+    valid = torch.zeros(len(pis), width, dtype=torch.bool)
+    for row, p in enumerate(pis):
+        flat = p.detach().to(torch.float64).flatten()
+        log_pi[row, : flat.numel()] = flat.clamp_min(torch.finfo(torch.float64).tiny).log()
+        valid[row, : flat.numel()] = True
+    bounds = torch.tensor([1.0 / k + xi for k in sizes], dtype=torch.float64)
+    return _inverse_temperatures(log_pi, valid, bounds)
+
+
+def project(pi: torch.Tensor | Sequence[torch.Tensor], xi: float) -> torch.Tensor | list[torch.Tensor]:
+    """Eq. 8: P_S(pi) = softmax(log pi / T*), T* >= 1 the smallest temperature with
+    max_k P_S(pi)[k] <= 1/K + xi. Tempering keeps the order of the options; a pi already in S comes
+    back unchanged, and xi >= 1 - 1/K leaves every pi in S. Accepts one pi [K], a batch [D, K], or a
+    list of pis of different K (returned as a list)."""
+    if xi < 0:
+        raise ValueError(f"xi must be >= 0, got {xi}")
+    if isinstance(pi, torch.Tensor):
+        rows = list(pi.reshape(-1, pi.shape[-1]))
+        return torch.stack(_project_rows(rows, xi)).reshape(pi.shape)
+    return _project_rows(list(pi), xi)
+
+
+def _project_rows(pis: list[torch.Tensor], xi: float) -> list[torch.Tensor]:
+    betas = _projection_betas(pis, xi)
+    projected = []
+    for p, beta in zip(pis, betas):
+        if beta >= 1.0:
+            projected.append(p)
+            continue
+        log_p = p.detach().to(torch.float64).clamp_min(torch.finfo(torch.float64).tiny).log()
+        projected.append(torch.softmax(beta * log_p, dim=-1).to(p.dtype))
+    return projected
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def _clamped(progress: float) -> float:
+    return min(max(progress, 0.0), 1.0)
+
+
+def exponential(start: float, end: float, progress: float) -> float:
+    """Geometric interpolation, e.g. tau 0.66 -> 0.1 (appendix E); progress in [0, 1]."""
+    return start * (end / start) ** _clamped(progress)
+
+
+def linear(start: float, end: float, progress: float) -> float:
+    """Linear interpolation, e.g. xi 0.1 -> 1 and vartheta 0 -> 0.5 (appendix E); progress in [0, 1]."""
+    return start + (end - start) * _clamped(progress)
+
+
+# ---------------------------------------------------------------- decisions
+
+
+class Decision(nn.Module):
+    """A categorical decision over ``options`` with learnable logits (log pi up to a constant),
+    initialised uniform."""
+
+    def __init__(self, options: Sequence[float]):
+        super().__init__()
+        if not options:
+            raise ValueError("a decision needs at least one option")
+        self.options = tuple(options)
+        self.logits = nn.Parameter(torch.zeros(len(self.options)))
+        self.register_buffer("values", torch.tensor([float(o) for o in self.options]), persistent=False)
+
+    def probs(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=-1)
+
+    def argmax_index(self) -> int:
+        return int(self.logits.detach().argmax())
+
+    def argmax_option(self) -> float:
+        """gamma(pi): the option the deployed network takes."""
+        return self.options[self.argmax_index()]
+
+    def expected(self, z: torch.Tensor) -> torch.Tensor:
+        """sum_k z[k] * option_k: [S] for z [S, K]."""
+        return z @ self.values.to(z.dtype)
+
+    @torch.no_grad()
+    def project_(self, xi: float) -> None:
+        """pi <- P_S(pi) in place: logits / T* has the softmax of log pi / T*."""
+        self.logits.mul_(_projection_betas([self.probs()], xi)[0].to(self.logits.dtype))
+
+    def extra_repr(self) -> str:
+        return f"options={self.options}"

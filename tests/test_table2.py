@@ -1,0 +1,65 @@
+import pytest
+
+from search.space import make_supernet
+from search.table2 import (
+    BIT_OPTIONS, FRACTION_OPTIONS, PAPER_VALUES, SETTINGS, TAUS, format_table2, size_space, table2,
+)
+
+VANILLA, PROJECTION, HALF, ALMOST_ALL = (setting for setting, _, _ in SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return {(row["tau"], row["setting"]): row["L_E"] for row in table2()}
+
+
+def test_size_space_follows_the_supernet():
+    net = make_supernet("mbv2", (28, 28, 1), 10, batchnorm=False, bit_options=BIT_OPTIONS,
+                        nonzero_options=FRACTION_OPTIONS, width_options=FRACTION_OPTIONS)
+    layers, decisions = size_space(net)
+    by_name = {layer.name: layer for layer in layers}
+    assert [layer.name for layer in layers] == [layer_name for layer_name, layer in net.layers.items()
+                                                if hasattr(layer, "theta")]
+    assert by_name["stem"].in_width is None and by_name["stem"].n_full == 3 * 3 * 1 * 16
+    assert by_name["b1_dw"].out_width == ("b1_expand", "width") and by_name["b1_dw"].in_width is None
+    assert by_name["b1_project"].in_width == ("b1_expand", "width")
+    assert by_name["b4_expand"].in_width == ("b2_project", "width")  # through the residual add
+    assert by_name["fc"].out_width is None and by_name["fc"].in_width == ("head", "width")
+    widths = [key for key in decisions if key[1] == "width"]
+    assert len(widths) == len(layers) - 5 - 1  # no width of their own: five depthwise layers and fc
+    assert len(decisions) == len(widths) + 2 * len(layers)
+
+
+def test_table2_has_every_cell_with_the_papers_value():
+    rows = table2(samples=100)
+    assert len(rows) == len(TAUS) * len(SETTINGS)
+    for row in rows:
+        column = [setting for setting, _, _ in SETTINGS].index(row["setting"])
+        assert row["paper"] == PAPER_VALUES[row["tau"]][column]
+    text = format_table2(rows)
+    assert len([line for line in text.splitlines() if line.startswith("|")]) == 2 + len(TAUS)
+    for values in PAPER_VALUES.values():
+        for value in values:
+            assert f"(paper {value:g})" in text
+    assert "paper 001, Table 2" in text
+
+
+def test_table2_is_reproducible():
+    assert table2(seed=3, samples=200) == table2(seed=3, samples=200)
+
+
+def test_vanilla_at_low_temperature_is_the_lowest_cell(cells):
+    lowest = cells[(0.66, VANILLA)]
+    assert lowest < 0.1
+    assert all(value > lowest for key, value in cells.items() if key != (0.66, VANILLA))
+
+
+def test_projection_inflates_and_rejection_sampling_brings_it_down(cells):
+    assert cells[(0.66, PROJECTION)] > cells[(0.66, VANILLA)]
+    assert cells[(0.66, ALMOST_ALL)] < cells[(0.66, HALF)] < cells[(0.66, PROJECTION)]
+
+
+def test_high_temperature_is_high_everywhere(cells):
+    for setting, _, _ in SETTINGS:
+        assert cells[(10.0, setting)] > cells[(0.66, setting)]
+    assert min(cells[(10.0, s)] for s, _, _ in SETTINGS) > max(cells[(0.66, s)] for s, _, _ in SETTINGS)
