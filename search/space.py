@@ -72,6 +72,24 @@ def quantize(theta: torch.Tensor, bits: int, value_range: torch.Tensor) -> torch
     return step * _RoundSTE.apply(clipped / step)
 
 
+def quantize_offset(theta: torch.Tensor, bits: int, value_range: torch.Tensor,
+                    offset: torch.Tensor | None) -> torch.Tensor:
+    """Q-hat (paper 001 Sec. 5): Q(theta - sign(theta)*beta, b, r) + sign(theta)*beta, so the b-bit grid
+    covers only magnitudes beyond the pruning boundary beta; plain Q when ``offset`` is None."""
+    if offset is None:
+        return quantize(theta, bits, value_range)
+    direction = torch.sign(theta).detach()
+    return quantize(theta - direction * offset, bits, value_range) + direction * offset
+
+
+def _best_range(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """The clip level minimising ||Q(values, b, r) - values||^2 over a grid of 40 fractions of max|values|."""
+    with torch.no_grad():
+        trials = values.abs().max() * torch.linspace(0.05, 1.0, 40)
+        errors = torch.stack([(quantize(values, bits, r) - values).square().sum() for r in trials])
+        return trials[torch.argmin(errors)]
+
+
 def kept_count(total: int, fraction: float) -> int:
     """How many of ``total`` elements a fraction keeps: round(fraction * total), at least 1."""
     if not 0.0 < fraction <= 1.0:
@@ -131,9 +149,13 @@ class SearchableLayer(nn.Module):
             str(b): nn.Parameter(self.theta.detach().abs().max().clone()) for b in self.bit_options})
         self.batchnorm = self._make_batchnorm(out_channels) if batchnorm else None
         self.register_buffer("mask", None, persistent=False)
+        self.register_buffer("option_masks", None, persistent=False)
         self.bits: int | None = None
         self.nonzero = 1.0
         self.width = 1.0
+        self.relaxed: dict[str, torch.Tensor] = {}
+        self.quantize_probability = 1.0  # alpha of the finetuning quantization noise; 1 = always quantize
+        self.pruning_offset = False  # quantize with Q-hat, offset by the largest pruned |theta|
 
     def _init_theta(self) -> None:
         nn.init.kaiming_normal_(self.theta, mode="fan_out", nonlinearity="relu")
@@ -167,26 +189,113 @@ class SearchableLayer(nn.Module):
         # Stored in theta's dtype so the forward multiplies without a conversion per step.
         self.mask = None if fraction >= 1.0 else magnitude_mask(self.theta, fraction).to(self.theta.dtype)
 
-    def init_range(self) -> None:
-        """Set the selected bitwidth's range to the clip level minimising ||(Q(theta) - theta) * m||^2 (grid search)."""
+    def refresh_option_masks(self) -> None:
+        """Recompute one magnitude mask per nonzero option from |theta|, for relaxed forwards."""
+        self.option_masks = torch.stack([
+            torch.ones_like(self.theta) if s >= 1.0 else magnitude_mask(self.theta, s).to(self.theta.dtype)
+            for s in self.nonzero_options]).detach()
+
+    def relax(self, bits: torch.Tensor | None = None, nonzero: torch.Tensor | None = None,
+              width: torch.Tensor | None = None) -> None:
+        """Relaxed choices, each [S, K] over this layer's bit_options / nonzero_options / width_options.
+
+        The batch is split into S equal groups and group i uses sample i's choices. A choice left None
+        keeps the selected option. ``relax()`` with no arguments returns to the selected options.
+        """
+        given = {"bits": (bits, self.bit_options), "nonzero": (nonzero, self.nonzero_options),
+                 "width": (width, self.width_options)}
+        samples = {z.shape[0] for z, _ in given.values() if z is not None}
+        if len(samples) > 1:
+            raise ValueError(f"relaxed choices disagree on the number of samples: {sorted(samples)}")
+        for axis, (z, options) in given.items():
+            if z is not None and z.shape[-1] != len(options):
+                raise ValueError(f"{axis} choice has {z.shape[-1]} entries for {len(options)} options {options}")
+        if nonzero is not None and self.option_masks is None:
+            self.refresh_option_masks()
+        self.relaxed = {axis: z for axis, (z, _) in given.items() if z is not None}
+
+    def init_option_ranges(self) -> None:
+        """Every bitwidth option's range at the clip level minimising ||Q(theta) - theta||^2."""
+        for bits in self.bit_options:
+            self.ranges[str(bits)].data.copy_(_best_range(self.theta.detach(), bits))
+
+    def init_range(self, nonzero: float | None = None) -> None:
+        """Set the selected bitwidth's range to the clip level minimising ||(Q(theta) - theta) * m||^2 (grid
+        search); ``nonzero`` overrides the selected fraction the mask m keeps."""
         if self.bits is None:
             return
+        nonzero = self.nonzero if nonzero is None else nonzero
         with torch.no_grad():
-            kept = self.theta if self.nonzero >= 1.0 else self.theta[magnitude_mask(self.theta, self.nonzero)]
-            largest = kept.abs().max()
-            trials = largest * torch.linspace(0.05, 1.0, 40)
-            errors = torch.stack([(quantize(kept, self.bits, r) - kept).square().sum() for r in trials])
-            self.ranges[str(self.bits)].copy_(trials[torch.argmin(errors)])
+            if nonzero >= 1.0:
+                kept = self.theta
+            else:
+                mask = magnitude_mask(self.theta, nonzero)
+                kept = self.theta[mask]
+                if self.pruning_offset:  # Q-hat quantizes the magnitude beyond the pruning boundary
+                    kept = kept.abs() - self.theta[~mask].abs().max()
+            self.ranges[str(self.bits)].copy_(_best_range(kept, self.bits))
 
     # -- forward and deployment
 
-    def compressed_weight(self) -> torch.Tensor:
+    def pruning_boundary(self) -> torch.Tensor:
+        """beta: the largest pruned |theta| (0 without a mask)."""
+        if self.mask is None:
+            return torch.zeros((), dtype=self.theta.dtype)
+        return (self.theta.detach().abs() * (1 - self.mask)).max()
+
+    def compressed_weight(self, noise: bool = True) -> torch.Tensor:
+        """Q(theta) * m (Q-hat with ``pruning_offset``); in training, quantization noise unless ``noise`` is off."""
         weight = self.theta
         if self.bits is not None:
-            weight = quantize(weight, self.bits, self.ranges[str(self.bits)])
+            value_range = self.ranges[str(self.bits)]
+            offset = self.pruning_boundary() if self.pruning_offset else None
+            quantized = quantize_offset(weight, self.bits, value_range, offset)
+            if noise and self.training and self.quantize_probability < 1.0:
+                # Sec. 5: the unquantized share is clipped to the quantizer's range, not left as theta.
+                limit = value_range.clamp_min(MIN_RANGE) + (0.0 if offset is None else offset)
+                clipped = torch.minimum(torch.maximum(weight, -limit), limit)
+                noise = torch.rand_like(weight) < self.quantize_probability
+                quantized = torch.where(noise, quantized, clipped)
+            weight = quantized
         if self.mask is not None:
             weight = weight * self.mask
         return weight
+
+    def deployed_weight(self) -> torch.Tensor:
+        """The weight as deployed: with Q-hat, Q(Q-hat, 8, r') with r' = max|Q-hat|, so the tensor is on a
+        symmetric int8 grid holding at most 2^b nonzero values; otherwise the compressed weight."""
+        with torch.no_grad():
+            weight = self.compressed_weight(noise=False)
+            if self.bits is None or not self.pruning_offset or self.mask is None:
+                return weight
+            return quantize(weight, 8, weight.abs().max())
+
+    def deployed_offset(self) -> float:
+        """beta written into a spec: the pruning boundary Q-hat quantizes beyond, 0 without Q-hat."""
+        if self.bits is None or not self.pruning_offset:
+            return 0.0
+        return float(self.pruning_boundary())
+
+    def _relaxed_weights(self) -> torch.Tensor:
+        """[S or 1, *theta.shape]: sum_k z_b[k] Q(theta, b_k, r_k) * sum_k z_s[k] m_k for each sample."""
+        if "bits" in self.relaxed:
+            z_bits = self.relaxed["bits"]
+            used = (z_bits != 0).any(dim=0).tolist()  # top-kappa leaves most options at exactly 0
+            quantized = torch.stack([
+                quantize(self.theta, b, self.ranges[str(b)]) if use else torch.zeros_like(self.theta)
+                for b, use in zip(self.bit_options, used)])
+            weight = torch.tensordot(z_bits, quantized, dims=1)
+        elif self.bits is None:
+            weight = self.theta.unsqueeze(0)
+        else:
+            weight = quantize(self.theta, self.bits, self.ranges[str(self.bits)]).unsqueeze(0)
+        if "nonzero" in self.relaxed:
+            return weight * torch.tensordot(self.relaxed["nonzero"], self.option_masks, dims=1)
+        return weight if self.mask is None else weight * self.mask
+
+    def _apply_weights(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Apply S weight tensors, each to its own 1/S of the batch, in one call."""
+        raise NotImplementedError
 
     def deployed_range(self) -> float:
         """The range written into a spec: r_b, or max|theta| for a float layer."""
@@ -198,11 +307,32 @@ class SearchableLayer(nn.Module):
         return kept_count(self.out_channels, self.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relaxed:
+            return self._relaxed_forward(x)
         out = self._apply_weight(x, self.compressed_weight())
         if self.batchnorm is not None:
             out = self.batchnorm(out)
         out = ACTIVATIONS[self.activation](out)
         if self.width < 1.0:
+            out = out * self._channel_view(width_mask(self.out_channels, self.width).to(out.dtype))
+        return out
+
+    def _relaxed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batchnorm is not None:
+            raise ValueError("fold BatchNorm before relaxed forwards: batch statistics would mix the samples")
+        weights = self._relaxed_weights()
+        samples = next(iter(self.relaxed.values())).shape[0]
+        if x.shape[0] % samples:
+            raise ValueError(f"a batch of {x.shape[0]} does not split into {samples} equal sample groups")
+        if weights.shape[0] == 1 and samples > 1:
+            weights = weights.expand(samples, *weights.shape[1:])
+        out = ACTIVATIONS[self.activation](self._apply_weights(x, weights))
+        if "width" in self.relaxed:
+            masks = torch.stack([width_mask(self.out_channels, w) for w in self.width_options]).to(out.dtype)
+            scale = self.relaxed["width"] @ masks  # [S, C]: sum_k z_w[k] w_k
+            grouped = out.view(samples, -1, *out.shape[1:])
+            out = (grouped * scale.view(samples, 1, -1, *([1] * (out.dim() - 2)))).view_as(out)
+        elif self.width < 1.0:
             out = out * self._channel_view(width_mask(self.out_channels, self.width).to(out.dtype))
         return out
 
@@ -228,6 +358,9 @@ class SearchableConv2d(SearchableLayer):
     def _apply_weight(self, x, weight):
         return _conv_same(x, weight, self.bias, self.stride, groups=1)
 
+    def _apply_weights(self, x, weights):
+        return _grouped_conv_same(x, weights, self.bias, self.stride, groups=1)
+
 
 class SearchableDepthwiseConv2d(SearchableLayer):
     """Depth multiplier 1, so output channels follow input channels; its width must equal its input's."""
@@ -240,6 +373,9 @@ class SearchableDepthwiseConv2d(SearchableLayer):
 
     def _apply_weight(self, x, weight):
         return _conv_same(x, weight, self.bias, self.stride, groups=self.out_channels)
+
+    def _apply_weights(self, x, weights):
+        return _grouped_conv_same(x, weights, self.bias, self.stride, groups=self.out_channels)
 
 
 class SearchableDense(SearchableLayer):
@@ -260,6 +396,10 @@ class SearchableDense(SearchableLayer):
     def _apply_weight(self, x, weight):
         return F.linear(x, weight, self.bias)
 
+    def _apply_weights(self, x, weights):
+        grouped = x.view(weights.shape[0], -1, x.shape[-1])
+        return (torch.bmm(grouped, weights.transpose(1, 2)) + self.bias).view(x.shape[0], -1)
+
 
 def _conv_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int) -> torch.Tensor:
     # torch pads symmetrically; TF SAME puts the odd pixel after, which the Keras export uses.
@@ -271,14 +411,36 @@ def _conv_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride
     return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, stride=stride, groups=groups)
 
 
+def _grouped_conv_same(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, stride: int,
+                       groups: int) -> torch.Tensor:
+    """S convolutions in one: batch group i of x (S equal groups) is convolved with weights[i]. The
+    groups are moved into channels so one grouped convolution does all of them."""
+    samples = weights.shape[0]
+    if samples == 1:
+        return _conv_same(x, weights[0], bias, stride, groups)
+    per_group, channels, height, width = x.shape[0] // samples, *x.shape[1:]
+    stacked = x.view(samples, per_group, channels, height, width).transpose(0, 1).reshape(
+        per_group, samples * channels, height, width)
+    out = _conv_same(stacked, weights.reshape(-1, *weights.shape[2:]), bias.repeat(samples), stride,
+                     groups * samples)
+    return out.view(per_group, samples, -1, *out.shape[2:]).transpose(0, 1).reshape(x.shape[0], -1, *out.shape[2:])
+
+
 class Add(nn.Module):
+    """a + b, where b is a residual branch. ``gate`` ([S], relaxed) scales the branch per sample group:
+    z[block] * (a + f(a)) + z[identity] * a = a + z[block] * f(a) for a linear add."""
+
     op = "add"
 
     def __init__(self, activation: str = "none"):
         super().__init__()
         self.activation = activation
+        self.gate: torch.Tensor | None = None
 
     def forward(self, a, b):
+        if self.gate is not None:
+            samples = self.gate.shape[0]
+            b = (b.view(samples, -1, *b.shape[1:]) * self.gate.view(samples, *([1] * b.dim()))).view_as(b)
         return ACTIVATIONS[self.activation](a + b)
 
 
@@ -302,6 +464,9 @@ class GraphNet(nn.Module):
         self.architecture = architecture
         self.layers = nn.ModuleDict()
         self.sources: dict[str, tuple[str, ...]] = {}
+        # Residual blocks that may be replaced by the identity (depth search): add name -> branch layers.
+        self.blocks: dict[str, tuple[str, ...]] = {}
+        self.skipped: set[str] = set()
 
     def append(self, name: str, layer: nn.Module, *sources: str) -> str:
         known = {"input", *self.layers}
@@ -315,9 +480,81 @@ class GraphNet(nn.Module):
 
     def forward(self, images_nhwc: torch.Tensor) -> torch.Tensor:
         outputs = {"input": images_nhwc.permute(0, 3, 1, 2)}
+        inactive = self.inactive_layers()
         for name, layer in self.layers.items():
-            outputs[name] = layer(*(outputs[s] for s in self.sources[name]))
+            if name in self.skipped:
+                outputs[name] = outputs[self.sources[name][0]]
+            elif name not in inactive:
+                outputs[name] = layer(*(outputs[s] for s in self.sources[name]))
         return outputs[name]
+
+    def skip_block(self, add_name: str, skip: bool = True) -> None:
+        """Replace a residual block by the identity (or restore it): its add passes the shortcut through."""
+        if add_name not in self.blocks:
+            raise ValueError(f"{add_name!r} is not a skippable block; blocks: {', '.join(self.blocks) or 'none'}")
+        if skip:
+            self.skipped.add(add_name)
+        else:
+            self.skipped.discard(add_name)
+
+    def inactive_layers(self) -> set[str]:
+        return {name for block in self.skipped for name in self.blocks[block]}
+
+    def block_of(self) -> dict[str, str]:
+        """layer name -> the skippable block whose branch holds it."""
+        return {name: block for block, names in self.blocks.items() for name in names}
+
+    def width_keys(self) -> dict[str, str | None]:
+        """Every node's width decision: layers whose kept widths must agree share a key. A depthwise layer,
+        an add, a pool take their input's; the inputs of an add are merged (residual chains slice as one);
+        None where the width is always 1 (the image, a layer with no width option below 1)."""
+        parent: dict[str, str] = {}
+
+        def root(key):
+            while parent.get(key, key) != key:
+                key = parent[key]
+            return key
+
+        keys: dict[str, str | None] = {"input": None}
+        for name, layer in self.layers.items():
+            sources = self.sources[name]
+            if isinstance(layer, SearchableLayer) and layer.op != "dwconv":
+                keys[name] = name if any(w < 1.0 for w in layer.width_options) else None
+            elif isinstance(layer, Add):
+                first, second = (keys[s] for s in sources)
+                if (first is None) != (second is None):
+                    raise ValueError(f"{name}: adds a fixed-width input to a searchable-width one")
+                if first is not None and root(first) != root(second):
+                    parent[root(second)] = root(first)
+                keys[name] = first
+            else:
+                keys[name] = keys[sources[0]]
+        return {name: None if key is None else root(key) for name, key in keys.items()}
+
+    def relax(self, choices: dict[str, dict[str, torch.Tensor]] | None = None,
+              gates: dict[str, torch.Tensor] | None = None) -> None:
+        """Relaxed choices per layer name ({"bits"|"nonzero"|"width": [S, K]}) and block gates ([S], the
+        weight of the block against the identity); layers and blocks not named keep their selection.
+        ``relax()`` returns every layer and block to its selection."""
+        choices, gates = choices or {}, gates or {}
+        for name, layer in self.layers.items():
+            if isinstance(layer, SearchableLayer):
+                layer.relax(**choices.get(name, {}))
+            elif isinstance(layer, Add):
+                layer.gate = gates.get(name)
+
+    def output_sizes(self) -> dict[str, tuple[int, int]]:
+        """(height, width) of every convolution's output; (1, 1) for vectors."""
+        sizes = {"input": tuple(self.input_shape[:2])}
+        for name, layer in self.layers.items():
+            before = sizes[self.sources[name][0]]
+            if isinstance(layer, (SearchableConv2d, SearchableDepthwiseConv2d)):
+                sizes[name] = tuple(math.ceil(d / layer.stride) for d in before)
+            elif isinstance(layer, Add):
+                sizes[name] = before
+            else:
+                sizes[name] = (1, 1)
+        return sizes
 
     def searchable_layers(self) -> list[SearchableLayer]:
         return [layer for layer in self.layers.values() if isinstance(layer, SearchableLayer)]
@@ -397,7 +634,8 @@ def mbv2_supernet(input_shape=(28, 28, 1), num_classes: int = 10, batchnorm: boo
         build.dwconv(f"b{index}_dw", 3, stride)
         build.conv(f"b{index}_project", channels, 1, activation="none")
         if stride == 1 and build.channels[block_input] == channels:
-            build.add(f"b{index}_add", block_input, build.last)
+            add = build.add(f"b{index}_add", block_input, build.last)
+            net.blocks[add] = (f"b{index}_expand", f"b{index}_dw", f"b{index}_project")
     build.conv("head", MBV2_HEAD, 1)
     build.gap("pool")
     build.dense("fc", num_classes)
@@ -452,8 +690,16 @@ def to_candidate(model: GraphNet, name: str, meta: dict | None = None) -> Candid
         raise ValueError("fold BatchNorm (model.fold_batchnorm()) before making a candidate")
     kept = {"input": model.input_shape[2]}
     layers, weights = [], {}
+    alias = {"input": "input"}  # a skipped block's add stands for its shortcut
+    inactive = model.inactive_layers()
     for layer_name, layer in model.layers.items():
-        sources = model.sources[layer_name]
+        if layer_name in inactive:
+            continue
+        if layer_name in model.skipped:
+            alias[layer_name] = alias[model.sources[layer_name][0]]
+            continue
+        sources = tuple(alias[s] for s in model.sources[layer_name])
+        alias[layer_name] = layer_name
         if isinstance(layer, Add):
             widths = {kept[s] for s in sources}
             if len(widths) != 1:
@@ -484,11 +730,11 @@ def to_candidate(model: GraphNet, name: str, meta: dict | None = None) -> Candid
             entry["out_channels"] = kept_out
         entry.update(activation=layer.activation, bits=layer.bits or FLOAT_BITS,
                      nonzero=np.count_nonzero(sliced) / sliced.size, width=layer.width,
-                     range=layer.deployed_range(), offset=0.0)
+                     range=layer.deployed_range(), offset=layer.deployed_offset())
         layers.append(entry)
         weights[f"{layer_name}.weight"] = np.ascontiguousarray(sliced.transpose(_TO_KERAS[layer.op]))
         weights[f"{layer_name}.bias"] = layer.bias.detach().numpy()[:kept_out].astype(np.float32)
-    if kept[layer_name] != model.num_classes:
+    if kept[alias[layer_name]] != model.num_classes:
         raise ValueError(f"the output layer keeps {kept[layer_name]} of {model.num_classes} classes; give it width 1.0")
     spec = {"format": FORMAT, "name": name, "input_shape": list(model.input_shape), "num_classes": model.num_classes,
             "layers": layers, "meta": dict(meta or {})}
@@ -500,8 +746,7 @@ def to_candidate(model: GraphNet, name: str, meta: dict | None = None) -> Candid
 def _deployed_weight(layer: SearchableLayer) -> np.ndarray:
     if layer.nonzero < 1.0 and layer.mask is None:
         raise ValueError(f"a layer selects nonzero={layer.nonzero} but has no mask; call refresh_masks() first")
-    with torch.no_grad():
-        return layer.compressed_weight().numpy().astype(np.float32)
+    return layer.deployed_weight().numpy().astype(np.float32)
 
 
 def build_torch(candidate: Candidate) -> GraphNet:

@@ -1,7 +1,4 @@
-"""Search strategies: how per-layer decisions are made. A strategy sees costs only through
-``search.cost`` and networks only through ``search.space``.
-
-``UniformCompression`` gives every layer the same (bits, nonzero) choice: pretrain the float
+"""``UniformCompression`` gives every layer the same (bits, nonzero) choice: pretrain the float
 supernet with BatchNorm, fold BN, then per pair finetune a copy with quantization and magnitude
 pruning in the loop (paper 001 section 5: pruning annealed 0 -> target with masks recomputed from
 |theta| every 16 steps, then fixed; learned quantizer ranges) and emit a candidate.
@@ -26,7 +23,7 @@ from search.space import SUPERNETS, GraphNet, build_torch, make_supernet, to_can
 MASK_INTERVAL = 16  # steps between magnitude-mask updates (paper 001, Alg. 2 line 4)
 
 # ``lr`` is Adam's peak rate for pretraining (one-cycle schedule); ``finetune_lr`` is relative: each
-# layer's Adam rate is finetune_lr * RMS(theta), cosine-decayed to 0 (see _scaled_groups).
+# layer's Adam rate is finetune_lr * RMS(theta), cosine-decayed to 0 (see scaled_lr_groups).
 # QUICK: Fashion-MNIST, MBV2-style supernet, 2 CPU cores: pretraining + 9 candidates in about 4 minutes.
 QUICK = {"pretrain_epochs": 2, "finetune_steps": 360, "batch_size": 128, "finetune_batch_size": 32, "lr": 4e-3,
          "finetune_lr": 3e-2, "anneal_fraction": 0.5}
@@ -109,7 +106,7 @@ class UniformCompression:
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         model = self._new_supernet(batchnorm=True)
-        total_steps = self.pretrain_epochs * (len(self.dataset.x_train) // self.batch_size)
+        total_steps = int(self.pretrain_epochs * (len(self.dataset.x_train) // self.batch_size))
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=max(1, total_steps))
         self._train(model, self._batches(rng, total_steps, self.batch_size), optimizer, schedule, total_steps,
@@ -133,9 +130,9 @@ class UniformCompression:
         model.init_ranges()
         steps = self.finetune_steps
         anneal_steps = int(self.anneal_fraction * steps)
-        keep_at = _pruning_schedule(nonzero, anneal_steps)
+        keep_at = pruning_schedule(nonzero, anneal_steps)
         model.refresh_masks(keep_at(0))
-        optimizer = torch.optim.Adam(_scaled_groups(model, self.finetune_lr))
+        optimizer = torch.optim.Adam(scaled_lr_groups(model, self.finetune_lr))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
 
         def refresh_masks(step: int) -> None:
@@ -168,17 +165,7 @@ class UniformCompression:
 
     def _batches(self, rng: np.random.Generator, steps: int,
                  batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``steps`` shuffled batches, reshuffling at every pass over the training set (last partial batch dropped)."""
-        x, y = self.dataset.x_train, self.dataset.y_train
-        per_pass = len(x) // batch_size
-        if per_pass == 0:
-            raise UsageError(f"batch size {batch_size} exceeds the {len(x)} training images; lower it")
-        produced = 0
-        while produced < steps:
-            order = rng.permutation(len(x))
-            for index in np.array_split(order[:per_pass * batch_size], per_pass)[:steps - produced]:
-                produced += 1
-                yield torch.from_numpy(x[index]), torch.from_numpy(y[index])
+        return training_batches(self.dataset, rng, steps, batch_size)
 
     def _train(self, model, batches, optimizer, schedule, total_steps: int, description: str,
                before_step=lambda step: None) -> None:
@@ -196,7 +183,22 @@ class UniformCompression:
         progress.close()
 
 
-def _pruning_schedule(target: float, anneal_steps: int):
+def training_batches(dataset: Dataset, rng: np.random.Generator, steps: int,
+                     batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` shuffled batches, reshuffling at every pass over the training set (last partial batch dropped)."""
+    x, y = dataset.x_train, dataset.y_train
+    per_pass = len(x) // batch_size
+    if per_pass == 0:
+        raise UsageError(f"batch size {batch_size} exceeds the {len(x)} training images; lower it")
+    produced = 0
+    while produced < steps:
+        order = rng.permutation(len(x))
+        for index in np.array_split(order[:per_pass * batch_size], per_pass)[:steps - produced]:
+            produced += 1
+            yield torch.from_numpy(x[index]), torch.from_numpy(y[index])
+
+
+def pruning_schedule(target: float, anneal_steps: int):
     """Kept fraction at a step: 1 -> target on Zhu & Gupta's cubic schedule, reaching target at ``anneal_steps``."""
 
     def keep_at(step: int) -> float:
@@ -207,7 +209,7 @@ def _pruning_schedule(target: float, anneal_steps: int):
     return keep_at
 
 
-def _scaled_groups(model: GraphNet, relative_lr: float) -> list[dict]:
+def scaled_lr_groups(model: GraphNet, relative_lr: float) -> list[dict]:
     """One Adam group per layer with lr proportional to the RMS of its weights.
 
     Folding BN leaves weight scales 10x apart between layers; Adam's step size ignores scale,

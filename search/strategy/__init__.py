@@ -1,0 +1,32 @@
+"""Search strategies: how per-layer decisions are made. A strategy sees costs only through
+``search.cost`` and networks only through ``search.space``.
+
+``uniform``: the same (bits, nonzero) in every layer. ``udc``: the UDC search (and vanilla DNAS as
+its setting). ``random_search``: the random-search baseline. ``finetune``: the three-stage
+finetuning the last two share.
+"""
+
+from __future__ import annotations
+
+from harness.candidate import Candidate
+from harness.data import Dataset
+from harness.errors import UsageError
+from search.strategy.random_search import RandomSearch
+from search.strategy.udc import DNAS_SETTINGS, UDC_FULL, UDC_QUICK, BudgetWarning, UDCSearch
+from search.strategy.uniform import FULL, QUICK, UniformCompression, candidate_name, evaluate
+
+SEARCH_STRATEGIES = ("udc", "dnas", "random")
+
+__all__ = ["FULL", "QUICK", "UDC_FULL", "UDC_QUICK", "DNAS_SETTINGS", "SEARCH_STRATEGIES", "BudgetWarning",
+           "RandomSearch", "UDCSearch", "UniformCompression", "candidate_name", "evaluate", "search_and_finetune"]
+
+
+def search_and_finetune(dataset: Dataset, strategy: str, budget_bytes: float | None = None, macs: int | None = None,
+                        settings: dict | None = None, quiet: bool = False) -> Candidate:
+    """Search a configuration under the budget (bytes of compressed weights, or MACs), finetune it and
+    return its candidate. ``settings`` override ``UDC_QUICK``; "dnas" forces ``DNAS_SETTINGS``."""
+    if strategy == "random":
+        return RandomSearch(dataset, budget_bytes, macs, settings, quiet=quiet).run()
+    if strategy in ("udc", "dnas"):
+        return UDCSearch(dataset, budget_bytes, macs, settings, vanilla=strategy == "dnas", quiet=quiet).run()
+    raise UsageError(f"unknown search strategy {strategy!r}; choose one of {', '.join(SEARCH_STRATEGIES)}")

@@ -1,0 +1,103 @@
+"""Three-stage finetuning of a chosen configuration (paper 001 section 5).
+
+Stage 1 trains with quantization and no pruning; stage 2 anneals pruning from 0 to the target
+(masks recomputed from |theta| every 16 steps, quantization still on); stage 3 trains with both at
+their final settings. During stages 1-2 each weight is quantized with probability alpha and
+otherwise clipped to the quantizer's range; stage 3 quantizes every weight, as deployed. With
+``qhat`` the quantizer is Q-hat, whose grid starts at the pruning boundary beta.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from harness.data import Dataset
+from search.space import GraphNet, SearchableLayer
+from search.strategy.uniform import MASK_INTERVAL, pruning_schedule, scaled_lr_groups, training_batches
+
+FINAL_LR_FRACTION = 1e-2  # stages 1 and 2 each decay from lr to lr/100 (appendix E: 0.1 -> 1e-4, shortened)
+
+
+def active_layers(model: GraphNet) -> list[SearchableLayer]:
+    inactive = model.inactive_layers()
+    return [layer for name, layer in model.layers.items() if isinstance(layer, SearchableLayer) and name not in inactive]
+
+
+def weight_norm(model: GraphNet) -> float:
+    """||theta||^2 over the layers the configuration keeps (Fig. 3's measure of weight growth)."""
+    return float(sum(layer.theta.detach().square().sum() for layer in active_layers(model)))
+
+
+def stage_lengths(steps: int, fractions) -> tuple[int, int, int]:
+    first, second = (int(round(f * steps)) for f in fractions[:2])
+    return first, second, max(0, steps - first - second)
+
+
+def _lr_factor(step: int, stages: tuple[int, int, int]) -> float:
+    """Cosine lr -> lr/100 in stage 1, restarted in stage 2, then lr/100 -> 0 in stage 3."""
+    first, second, third = stages
+    if step < first + second:
+        start, length = (0, first) if step < first else (first, second)
+        progress = (step - start) / max(1, length)
+        return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+    progress = (step - first - second) / max(1, third)
+    return FINAL_LR_FRACTION * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr: float,
+             stage_fractions=(0.4, 0.4, 0.2), quant_noise: float = 0.5, qhat: bool = True, seed: int = 0,
+             quiet: bool = False, description: str = "finetune") -> dict[str, float]:
+    """Finetune ``model`` in place at its selected options (bits, nonzero, width, skipped blocks);
+    masks end at the selected nonzero fractions. Returns ||theta||^2 before and after."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    layers = active_layers(model)
+    model.relax()
+    for layer in layers:
+        layer.pruning_offset = qhat
+        layer.quantize_probability = quant_noise
+        layer.mask = None  # stage 1: no pruning
+        layer.init_range(nonzero=1.0)
+    norm_before = weight_norm(model)
+    stages = stage_lengths(steps, stage_fractions)
+    first, second, _ = stages
+    targets = [layer.nonzero for layer in layers]
+    schedules = [pruning_schedule(target, second) for target in targets]
+    optimizer = torch.optim.Adam(scaled_lr_groups(model, lr))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, stages))
+
+    def prune(step_in_stage: int) -> None:
+        for layer, keep_at in zip(layers, schedules):
+            layer.refresh_mask(keep_at(step_in_stage))
+
+    model.train()
+    batches = training_batches(dataset, rng, steps, batch_size)
+    progress = tqdm(batches, total=steps, desc=description, leave=False, disable=True if quiet else None)
+    for step, (images, labels) in enumerate(progress):
+        in_stage_two = step - first
+        if 0 <= in_stage_two < second and in_stage_two % MASK_INTERVAL == 0:
+            prune(in_stage_two)
+        elif step == first + second:
+            prune(second)  # the final masks, fixed for stage 3
+            for layer in layers:
+                layer.quantize_probability = 1.0
+                layer.init_range()
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 20 == 0:
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    progress.close()
+    if first + second >= steps:  # no stage 3 steps ran: still deploy at the target masks
+        prune(second)
+    for layer in layers:
+        layer.quantize_probability = 1.0
+    model.eval()
+    return {"before": norm_before, "after": weight_norm(model)}
