@@ -13,12 +13,12 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from harness.data import Dataset
 from search.space import GraphNet, SearchableLayer
-from search.strategy.uniform import MASK_INTERVAL, pruning_schedule, scaled_lr_groups, training_batches
+from search.strategy.uniform import (MASK_INTERVAL, pruning_schedule, scaled_lr_groups, training_batches,
+                                     training_step)
 
 FINAL_LR_FRACTION = 1e-2  # stages 1 and 2 each decay from lr to lr/100 (appendix E: 0.1 -> 1e-4, shortened)
 
@@ -87,13 +87,7 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
             for layer in layers:
                 layer.quantize_probability = 1.0
                 layer.init_range()
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 20 == 0:
-            progress.set_postfix(loss=f"{loss.item():.3f}")
+        training_step(model, optimizer, schedule, images, labels, progress, step)
     progress.close()
     if first + second >= steps:  # no stage 3 steps ran: still deploy at the target masks
         prune(second)

@@ -173,14 +173,19 @@ class UniformCompression:
         progress = tqdm(batches, total=total_steps, desc=description, leave=False, disable=True if self.quiet else None)
         for step, (images, labels) in enumerate(progress):
             before_step(step)
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if step % 20 == 0:
-                progress.set_postfix(loss=f"{loss.item():.3f}")
+            training_step(model, optimizer, schedule, images, labels, progress, step)
         progress.close()
+
+
+def training_step(model, optimizer, schedule, images, labels, progress, step: int) -> None:
+    """One cross-entropy step; the loss shows on the progress bar every 20 steps."""
+    loss = F.cross_entropy(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    if step % 20 == 0:
+        progress.set_postfix(loss=f"{loss.item():.3f}")
 
 
 def training_batches(dataset: Dataset, rng: np.random.Generator, steps: int,
