@@ -1,4 +1,4 @@
-"""``python -m harness``: run, measure, report, tables, doctor.
+"""``python -m harness``: run, search, measure, report, tables, doctor.
 
 Errors are one line naming the problem and the fix; exit 2 for usage errors, 1 for failed runs;
 tracebacks only under ``--debug`` (DESIGN.md section 5).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from harness.errors import HarnessError, UsageError
@@ -25,9 +26,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see: python -m harness {self.prog.split()[-1]} --help)")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, store: bool = True) -> None:
     parser.add_argument("--out", type=Path, help="output directory for artifacts, store and reports (default: ./harness-out)")
-    parser.add_argument("--store", help="store URL (default: sqlite file in the output directory; postgresql://... for a shared store)")
+    if store:
+        parser.add_argument("--store", help="store URL (default: sqlite file in the output directory; postgresql://... for a shared store)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-candidate lines")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -57,6 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--supernet", help="mbv2 (default) or resnet")
     run.add_argument("--eval-samples", type=int, help="test images for int8 accuracy (0 = all)")
     run.add_argument("--force", action="store_true", help="re-measure candidates already in the store")
+    run.add_argument("--budgets", help="compressed-size budgets for the searches, comma-separated (default: 24KB)")
+    run.add_argument("--strategies", help="comma-separated subset of uniform,udc,dnas,random (default: uniform,udc,random)")
+    run.add_argument("--ablation", choices=["table3"], help="also run the rows of the UDC paper's Table 3 at each budget")
+
+    search = commands.add_parser("search", help="search a configuration under a budget, finetune it, write candidates")
+    _common(search, store=False)
+    search.add_argument("--config", type=Path, help="TOML config; its [udc] section holds the search settings")
+    budget = search.add_mutually_exclusive_group()
+    budget.add_argument("--budget", help="compressed-size budget e* (bytes, or with a unit: 24KB, 0.5MB, 20KiB)")
+    budget.add_argument("--macs", type=int, help="MAC budget instead of a size budget (multiply-accumulates per inference)")
+    search.add_argument("--strategy", choices=["udc", "dnas", "random"], default="udc",
+                        help="udc (default), dnas (vanilla DNAS, eq. 6) or random (random search)")
+    search_preset = search.add_mutually_exclusive_group()
+    search_preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="minutes on 2 cores (default)")
+    search_preset.add_argument("--full", dest="preset", action="store_const", const="full", help="the long schedule")
+    search.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, synthetic")
+    search.add_argument("--data-path", help="dataset directory (CIFAR: the extracted python-pickle folder)")
+    search.add_argument("--supernet", help="mbv2 (default) or resnet")
+    search.add_argument("--processes", type=int, default=1,
+                        help="spread the MC samples over this many processes (torch.distributed, gloo)")
 
     measure = commands.add_parser("measure", help="measure candidates or .tflite files on a target")
     _common(measure)
@@ -81,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--seed", type=int, default=0, help="seed of the fixed pi and the Monte-Carlo samples")
 
     doctor = commands.add_parser("doctor", help="list tools, datasets and targets with their status")
-    _common(doctor)
+    _common(doctor, store=False)
     return parser
 
 
@@ -90,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        return {"run": _run, "measure": _measure, "report": _report, "tables": _tables,
+        warnings.showwarning = _show_warning
+        return {"run": _run, "search": _search, "measure": _measure, "report": _report, "tables": _tables,
                 "doctor": _doctor}[args.command](args)
     except (HarnessError, UsageError) as exc:
         if debug:
@@ -100,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: measurements so far are stored; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings meant for users (a missed budget) as one line, not a source location."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _open_store(args, out_dir: Path):
@@ -120,7 +152,8 @@ def _run(args) -> int:
 
     overrides = {
         "run": {"target": args.target, "dataset": args.dataset, "data_path": args.data_path, "preset": args.preset,
-                "out": str(args.out) if args.out else None},
+                "out": str(args.out) if args.out else None, "budgets": _split(args.budgets),
+                "strategies": _split(args.strategies), "ablation": args.ablation},
         "search": {"supernet": args.supernet},
         "measure": {"eval_samples": args.eval_samples, "allow_cpu_ops": args.allow_cpu_ops},
         "vela": {"accelerator": args.accelerator, "system_config": args.system_config, "memory_mode": args.memory_mode},
@@ -130,6 +163,59 @@ def _run(args) -> int:
     with _open_store(args, out_dir) as store:
         _, records, _ = run_job(config, out_dir, store, quiet=args.quiet, force=args.force)
     return 1 if any(r.get("status") != "ok" for r in records) else 0
+
+
+def _search(args) -> int:
+    from harness.config import load_config, parse_budget
+    from harness.run import cached_pretrain, settings_key
+
+    if args.budget is None and args.macs is None:
+        raise UsageError("give a budget: --budget 24KB (compressed size) or --macs N (multiply-accumulates)")
+    if args.macs is not None and args.macs <= 0:
+        raise UsageError(f"--macs {args.macs} is not a positive MAC count")
+    if args.processes < 1:
+        raise UsageError(f"--processes {args.processes} must be at least 1")
+    if args.processes > 1 and args.strategy == "random":
+        raise UsageError("--processes spreads MC samples of a UDC or DNAS search; random search has none")
+    budget_bytes = parse_budget(args.budget) if args.budget is not None else None
+    config = load_config(args.config, {"run": {"dataset": args.dataset, "data_path": args.data_path,
+                                               "preset": args.preset, "out": str(args.out) if args.out else None},
+                                       "search": {"supernet": args.supernet}})
+    from harness.data import load_dataset
+    from search.strategy import RandomSearch, UDCSearch, pretrain_key, pretrain_state
+    from search.strategy.parallel import search_in_processes
+
+    run, udc = config["run"], config["udc"]
+    dataset = load_dataset(run["dataset"], run["data_path"] or None)
+    vanilla = args.strategy == "dnas"
+    searcher = (RandomSearch(dataset, budget_bytes, args.macs, udc, quiet=args.quiet) if args.strategy == "random"
+                else UDCSearch(dataset, budget_bytes, args.macs, udc, vanilla=vanilla, quiet=args.quiet))
+    out_dir = _out_dir(args, run["out"])
+    searcher.pretrained = cached_pretrain(
+        out_dir / "cache" / f"pretrain-udc-{settings_key(dataset.name, pretrain_key(udc))}.pt",
+        lambda: pretrain_state(dataset, udc, args.quiet))
+    if args.processes > 1:
+        candidate, searched = search_in_processes(args.processes, dataset, budget_bytes, args.macs, udc, vanilla,
+                                                  args.quiet, searcher.pretrained)
+    else:
+        candidate, searched = searcher.run(), searcher.searched
+    directory = out_dir / "search" / candidate.name
+    candidate.save(directory / "deployed")
+    if searched is not None:
+        searched.save(directory / "searched")
+    meta = candidate.spec["meta"]
+    cost = (f"size bound {meta['size_bits'] / 8:.0f} bytes of {budget_bytes:.0f}" if budget_bytes is not None
+            else f"{meta['macs']:.0f} MACs of {args.macs}")
+    print(f"{candidate.name}: {cost}, constraint {'met' if meta['constraint_met'] else 'NOT MET'}"
+          f"{' after repair' if meta.get('repair_moves') else ''}; float accuracy {100 * meta['accuracy_float']:.2f}%")
+    print(f"deployed candidate: {directory / 'deployed'}" + (f"\nsearched candidate: {directory / 'searched'}"
+                                                              if searched is not None else ""))
+    print(f"measure it: python -m harness measure --candidate {directory / 'deployed'} --target vela")
+    if not meta["constraint_met"]:
+        print(f"error: {candidate.name} is over its budget (written, marked constraint_met=false); "
+              "raise the budget or enable udc.repair", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _measure(args) -> int:
@@ -146,6 +232,12 @@ def _measure(args) -> int:
     dataset_name = args.dataset or next((c.spec.get("meta", {}).get("dataset") for c in candidates
                                          if c.spec.get("meta", {}).get("dataset")), None)
     dataset = load_dataset(dataset_name, args.data_path) if dataset_name else None
+    for candidate in candidates if dataset is not None else ():
+        shape, classes = tuple(candidate.spec["input_shape"]), candidate.spec["num_classes"]
+        if shape != tuple(dataset.input_shape) or classes != dataset.num_classes:
+            raise UsageError(f"candidate {candidate.name} takes {'x'.join(map(str, shape))} images in {classes} classes, "
+                             f"but {dataset.name} has {'x'.join(map(str, dataset.input_shape))} in "
+                             f"{dataset.num_classes}; pass the dataset it was trained on (--dataset)")
     target = get_target(args.target or "vela", accelerator=args.accelerator, system_config=args.system_config,
                         memory_mode=args.memory_mode)
     reason = target.available()

@@ -1,13 +1,15 @@
 """The one config format (TOML), validated on load; CLI flags override it.
 
 Every key is listed in ``SCHEMA`` with its type; an unknown section or key, or a value of the
-wrong type, is a UsageError naming it. Presets (``quick``, ``full``) fill the training and
-evaluation settings the file leaves out.
+wrong type, is a UsageError naming it. ``[search]`` holds the uniform sweep's settings, ``[udc]``
+the searches' (every key of ``search.strategy.udc.UDC_QUICK``, checked there). Presets (``quick``,
+``full``) fill the training and evaluation settings the file leaves out.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from harness.errors import UsageError
 
 _NUMBER = (int, float)
 SCHEMA: dict[str, dict[str, tuple]] = {
-    "run": {"target": (str,), "dataset": (str,), "data_path": (str,), "out": (str,), "preset": (str,)},
+    "run": {"target": (str,), "dataset": (str,), "data_path": (str,), "out": (str,), "preset": (str,),
+            "strategies": (list, str), "budgets": (list, str), "ablation": (str,)},
     "search": {"supernet": (str,), "bits": (list, int), "nonzero": (list, _NUMBER), "pretrain_epochs": (int,),
                "finetune_steps": (int,), "batch_size": (int,), "finetune_batch_size": (int,), "lr": (_NUMBER,), "finetune_lr": (_NUMBER,),
                "anneal_fraction": (_NUMBER,), "seed": (int,)},
@@ -23,12 +26,17 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
 }
 
+RUN_STRATEGIES = ("uniform", "udc", "dnas", "random")
+ABLATIONS = ("table3",)
 DEFAULTS: dict[str, dict] = {
-    "run": {"target": "vela", "dataset": "fashion-mnist", "data_path": "", "out": "harness-out", "preset": "quick"},
+    "run": {"target": "vela", "dataset": "fashion-mnist", "data_path": "", "out": "harness-out", "preset": "quick",
+            "strategies": ["uniform", "udc", "random"], "budgets": ["24KB"], "ablation": ""},
     "search": {"supernet": "mbv2", "bits": [8, 4, 2], "nonzero": [1.0, 0.5, 0.2], "seed": 0},
     "measure": {"calibration_samples": 200, "allow_cpu_ops": False},
     "vela": {},
+    "udc": {},
 }
+FREE_SECTIONS = ("udc",)  # keys checked by their owner
 
 # Test images per preset; the training settings of a preset are the strategy's own (search.strategy).
 PRESETS = {"quick": {"measure": {"eval_samples": 2000}}, "full": {"measure": {"eval_samples": 0}}}
@@ -43,14 +51,43 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     preset = overrides.get("run", {}).get("preset") or from_file.get("run", {}).get("preset") or DEFAULTS["run"]["preset"]
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    from search.strategy import FULL, QUICK
+    from search.strategy import FULL, QUICK, UDC_FULL, UDC_QUICK
+    from search.strategy.udc import merged_settings
 
     config = copy.deepcopy(DEFAULTS)
     config["search"].update({"quick": QUICK, "full": FULL}[preset])
     for layer in (PRESETS[preset], from_file, overrides):
         for section, values in layer.items():
             config[section].update(values)
+    udc = {"supernet": config["search"]["supernet"], "seed": config["search"]["seed"], **config["udc"]}
+    try:
+        config["udc"] = merged_settings(udc, {"quick": UDC_QUICK, "full": UDC_FULL}[preset])
+    except UsageError as error:
+        raise UsageError(f"{path or 'command line'}: [udc] {error}") from None
+    _check_run(config["run"])
     return config
+
+
+def _check_run(run: dict) -> None:
+    unknown = [s for s in run["strategies"] if s not in RUN_STRATEGIES]
+    if unknown:
+        raise UsageError(f"unknown strategy {unknown[0]!r} in run.strategies; choose from {', '.join(RUN_STRATEGIES)}")
+    if run["ablation"] and run["ablation"] not in ABLATIONS:
+        raise UsageError(f"unknown ablation {run['ablation']!r}; choose one of {', '.join(ABLATIONS)}")
+    for budget in run["budgets"]:
+        parse_budget(budget)
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2}
+
+
+def parse_budget(text: str | int | float) -> float:
+    """Bytes of compressed size from ``24KB``, ``0.5MB``, ``20KiB`` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match and match.group(2).lower()
+    if not match or unit not in _UNITS or float(match.group(1)) <= 0:
+        raise UsageError(f"budget {text!r} is not a positive size; write it like 24KB, 0.5MB, 20KiB or 30000 (bytes)")
+    return float(match.group(1)) * _UNITS[unit]
 
 
 def _read(path: Path) -> dict:
@@ -66,10 +103,13 @@ def _read(path: Path) -> dict:
 
 def _check(data: dict, where: str) -> None:
     for section, values in data.items():
-        if section not in SCHEMA:
-            raise UsageError(f"{where}: unknown section [{section}]; known sections: {', '.join(SCHEMA)}")
+        if section not in SCHEMA and section not in FREE_SECTIONS:
+            raise UsageError(f"{where}: unknown section [{section}]; known sections: "
+                             f"{', '.join([*SCHEMA, *FREE_SECTIONS])}")
         if not isinstance(values, dict):
             raise UsageError(f"{where}: [{section}] must be a table of keys")
+        if section in FREE_SECTIONS:
+            continue
         for key, value in values.items():
             if key not in SCHEMA[section]:
                 raise UsageError(f"{where}: unknown key {section}.{key}; known keys: {', '.join(SCHEMA[section])}")

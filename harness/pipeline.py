@@ -28,6 +28,10 @@ from harness.tflite_model import read_tflite, require_int8
 from results.store import Store
 from targets.base import Target
 
+# What a searched candidate's meta says about its search, kept with each of its measurements.
+SEARCH_META = ("budget_bytes", "budget_macs", "constraint_met", "constraint_met_argmax", "repair_moves", "size_bits",
+               "macs", "size_bits_gamma_pi", "macs_gamma_pi", "decisions", "weight_norm", "timings_s", "ablation", "lambda_sweep", "processes", "random")
+
 
 def ensure_writable(out_dir: Path) -> Path:
     try:
@@ -97,6 +101,9 @@ class Pipeline:
         meta = candidate.spec.get("meta", {})
         base = {"candidate_hash": content_hash, "candidate_name": candidate.name, "strategy": meta.get("strategy"),
                 "accuracy_float": meta.get("accuracy_float")}
+        searched = {key: meta[key] for key in SEARCH_META if key in meta}
+        if searched:
+            base["search"] = searched
         try:
             tflite = self.export(candidate)
             images, labels = self.evaluation.images()

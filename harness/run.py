@@ -1,8 +1,10 @@
 """The main job: train on the dataset, make compressed candidates, measure each, report.
 
-Everything it makes is kept under the output directory, keyed by the settings that made it: the
-pretrained supernet (``cache/``), each candidate (``candidates/<key>/<name>/``) and each
-measurement (the store), so a killed run started again redoes only what is missing.
+Candidates come from the uniform sweep (every (bits, nonzero) pair), from searches under each
+budget (UDC, vanilla DNAS, random search) and, with ``run.ablation = "table3"``, from the rows of
+the UDC paper's Table 3. Everything made is kept under the output directory, keyed by the settings
+that made it: pretrained supernets (``cache/``), candidates (``candidates/<key>/<name>/``) and
+measurements (the store), so a killed run started again redoes only what is missing.
 """
 
 from __future__ import annotations
@@ -11,15 +13,21 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import candidate as candidate_io
-from harness.data import load_dataset
+from harness.config import parse_budget
+from harness.data import Dataset, load_dataset
 from harness.errors import HarnessError
 from harness.pipeline import Evaluation, Pipeline, elapsed, progress
 from results.report import write_report
 from results.store import Store
 from targets import get_target
+
+
+def settings_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, force: bool = False) -> tuple[int, list[dict], Path]:
@@ -30,34 +38,23 @@ def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, forc
     if reason:
         raise HarnessError(f"target {target.name} is not usable here: {reason}")
     dataset = load_dataset(settings["dataset"], settings["data_path"] or None)
-
-    from search.strategy import UniformCompression  # torch loads only when training is needed
-
-    search = {k: v for k, v in config["search"].items()}
-    strategy = UniformCompression(dataset, quiet=quiet, **search)
-    job_key = hashlib.sha256(json.dumps({"dataset": dataset.name, "search": search}, sort_keys=True).encode()).hexdigest()[:12]
-    candidates_dir = out_dir / "candidates" / job_key
+    jobs = candidate_jobs(config, dataset, out_dir, quiet)
     pipeline = Pipeline(out_dir, store, target, Evaluation(dataset, config["measure"]["eval_samples"]),
                         config["measure"]["calibration_samples"], force, config["measure"]["allow_cpu_ops"])
     run_id = store.start_run("run", config, pipeline.provenance)
     records: list[dict] = []
     status = "failed"
     try:
-        folded = None
-        names = strategy.candidate_names()
-        for (bits, nonzero), name in progress(zip(strategy.pairs(), names), len(names), "candidates", quiet):
-            directory = candidates_dir / name
+        for directory, make in progress(jobs, len(jobs), "candidates", quiet):
             if (directory / "spec.json").is_file():
                 candidate = candidate_io.load(directory)
             else:
-                if folded is None:
-                    folded = strategy.folded_supernet(_pretrained(strategy, out_dir / "cache" / f"pretrain-{job_key}.pt"))
-                candidate = strategy.finetune_candidate(folded, bits, nonzero)
+                candidate = make()
                 candidate.save(directory)
             record = pipeline.measure_candidate(candidate, run_id)
             store.link(run_id, record["id"])
             records.append(record)
-            _say(_summary(record), quiet)
+            _say(_summary(record, candidate.spec.get("meta", {})), quiet)
         status = "ok"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -69,12 +66,76 @@ def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, forc
     return run_id, records, report
 
 
-def _pretrained(strategy, path: Path):
+def candidate_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> list[tuple[Path, Callable]]:
+    """(directory, make) per candidate of the run, in order; ``make`` trains only when called."""
+    from search.strategy import UniformCompression  # torch loads only when training is needed
+
+    run = config["run"]
+    jobs: list[tuple[Path, Callable]] = []
+    if "uniform" in run["strategies"]:
+        uniform = UniformCompression(dataset, quiet=quiet, **config["search"])
+        key = settings_key({"dataset": dataset.name, "search": config["search"]})
+        folded: list = []  # the pretrained supernet, made by the first candidate that needs it
+
+        def make_uniform(bits: int, nonzero: float):
+            if not folded:
+                folded.append(uniform.folded_supernet(cached_pretrain(out_dir / "cache" / f"pretrain-{key}.pt",
+                                                                      uniform.pretrain)))
+            return uniform.finetune_candidate(folded[0], bits, nonzero)
+
+        for (bits, nonzero), name in zip(uniform.pairs(), uniform.candidate_names()):
+            jobs.append((out_dir / "candidates" / key / name, lambda b=bits, s=nonzero: make_uniform(b, s)))
+    jobs += search_jobs(config, dataset, out_dir, quiet)
+    return jobs
+
+
+def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> list[tuple[Path, Callable]]:
+    from search.strategy import UDCSearch, pretrain_key, pretrain_state, search_and_finetune
+    from search.strategy.ablation import TABLE3_ROWS, row_components, row_settings
+    from search.strategy.udc import searched_name
+
+    run, udc = config["run"], config["udc"]
+    searching = any(s != "uniform" for s in run["strategies"]) or run["ablation"]
+    budgets = [parse_budget(b) for b in run["budgets"]] if searching else []
+    for budget in budgets:  # a budget outside the space fails now, not after an hour of training
+        UDCSearch(dataset, budget_bytes=budget, settings=udc, quiet=True)
+    key = settings_key({"dataset": dataset.name, "udc": udc})
+    pretrain_path = out_dir / "cache" / f"pretrain-udc-{settings_key(dataset.name, pretrain_key(udc))}.pt"
+
+    def pretrained():
+        return cached_pretrain(pretrain_path, lambda: pretrain_state(dataset, udc, quiet))
+
+    def make(strategy: str, budget: float, settings: dict, name: str, extra_meta: dict):
+        candidate = search_and_finetune(dataset, strategy, budget_bytes=budget, settings=settings, quiet=quiet,
+                                        pretrained=pretrained())
+        candidate.spec["name"] = name
+        candidate.spec["meta"].update(extra_meta)
+        return candidate
+
+    jobs = []
+    for budget in budgets:
+        for strategy in (s for s in run["strategies"] if s != "uniform"):
+            name = searched_name(strategy, udc["supernet"], budget, None)
+            jobs.append((out_dir / "candidates" / key / name,
+                         lambda s=strategy, b=budget, n=name: make(s, b, udc, n, {})))
+        if run["ablation"] == "table3":
+            for row in TABLE3_ROWS:
+                settings, vanilla = row_settings(row, udc)
+                name = searched_name(f"table3-{row}", udc["supernet"], budget, None)
+                meta = {"ablation": {"table": "table3", "row": row, **row_components(row)}}
+                jobs.append((out_dir / "candidates" / key / name,
+                             lambda s=settings, v=vanilla, b=budget, n=name, m=meta:
+                             make("dnas" if v else "udc", b, s, n, m)))
+    return jobs
+
+
+def cached_pretrain(path: Path, train: Callable):
+    """The state dict at ``path``, or ``train()``'s, saved there atomically."""
     import torch
 
     if path.is_file():
         return torch.load(path, weights_only=True)
-    state = strategy.pretrain()
+    state = train()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     torch.save(state, temporary)
@@ -82,14 +143,19 @@ def _pretrained(strategy, path: Path):
     return state
 
 
-def _summary(record: dict) -> str:
+def _summary(record: dict, meta: dict) -> str:
     name = record.get("candidate_name")
     if record.get("status") != "ok":
         return f"{name}: FAILED: {record.get('error')}"
     accuracy = record.get("accuracy_int8")
     accuracy_text = f", int8 accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
     cached = " (cached)" if record.get("cached") else ""
-    return f"{name}: flash {record['flash_bytes'] / 1024:.1f} KiB{accuracy_text}{cached}"
+    budget = ""
+    if meta.get("budget_bytes") is not None:
+        verdict = "met" if meta.get("constraint_met") else "NOT MET"
+        repaired = f", repaired by {len(meta['repair_moves'])} moves" if meta.get("repair_moves") else ""
+        budget = f", budget {meta['budget_bytes'] / 1000:g} kB {verdict} (size bound {meta['size_bits'] / 8000:.1f} kB{repaired})"
+    return f"{name}: flash {record['flash_bytes'] / 1024:.1f} KiB{accuracy_text}{budget}{cached}"
 
 
 def _say(line: str, quiet: bool) -> None:

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 
 ACCURACY_PLOT = "accuracy_vs_flash.png"
 SIZE_PLOT = "size_figures.png"
+NORM_PLOT = "weight_norm.png"
 MISSING = "—"
 DPI = 120
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
@@ -297,6 +298,106 @@ def _provenance(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _search_of(row: dict) -> dict:
+    return (row.get("extra") or {}).get("search") or {}
+
+
+def _weight_norms(search: dict) -> str:
+    norms = search.get("weight_norm") or {}
+    parts = [f"{label} {norms[key]:.3g}" for key, label in (("before", "start"), ("after_qhat", "Q-hat"),
+                                                             ("after_plain", "Q")) if _num(norms.get(key)) is not None]
+    return ", ".join(parts) or MISSING
+
+
+SEARCH_COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
+    ("candidate", _name, False),
+    ("strategy", _strategy, False),
+    ("budget KB", lambda r: f"{_search_of(r)['budget_bytes'] / 1000:g}", True),
+    ("size bound KB", lambda r: f"{_search_of(r)['size_bits'] / 8000:.2f}", True),
+    ("gamma(pi) meets", lambda r: {True: "yes", False: "NO", None: MISSING}[_search_of(r).get("constraint_met_argmax")], False),
+    ("emitted meets", lambda r: "yes" if _search_of(r).get("constraint_met") else "NO", False),
+    ("repair moves", lambda r: str(len(_search_of(r).get("repair_moves") or [])), True),
+    ("flash KiB", lambda r: _kib(r.get("flash_bytes")), True),
+    ("int8 acc %", lambda r: _pct(r.get("accuracy_int8")), True),
+    ("search s", lambda r: _text((_search_of(r).get("timings_s") or {}).get("search_s")), True),
+    ("finetune s", lambda r: _text((_search_of(r).get("timings_s") or {}).get("finetune_s")), True),
+    ("||theta||^2 (Fig. 3)", lambda r: _weight_norms(_search_of(r)), False),
+]
+
+
+def _weight_norm_plot(rows: list[dict], path: Path) -> None:
+    """||theta||^2 over finetuning with Q-hat (solid) and plain Q (dashed), one colour per candidate."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    figure = _new_figure(7.0, 4.0)
+    axes = figure.add_subplot()
+    for index, row in enumerate(rows):
+        norms = _search_of(row)["weight_norm"]
+        for key, style, label in (("trajectory_qhat", "-", "Q-hat"), ("trajectory_plain", "--", "Q")):
+            if norms.get(key):
+                steps, values = zip(*norms[key])
+                axes.plot(steps, values, style, color=colours[index % len(colours)], label=f"{_name(row)} ({label})")
+    axes.set_xlabel("finetuning step")
+    axes.set_ylabel("||theta||^2 of the kept layers")
+    axes.set_title("Weight norm during finetuning, with and without Q-hat (paper's Fig. 3)")
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def _search_section(rows: list[dict], out_dir: Path) -> list[str]:
+    """Searched candidates with their budget verdicts, and per budget each strategy's best beside the
+    uniform candidate whose size bound is nearest the budget."""
+    searched = [r for r in rows if _search_of(r).get("budget_bytes") is not None]
+    if not searched:
+        return []
+    lines = ["## Searches under a size budget", "",
+             "gamma(pi) meets: the argmax configuration after search; emitted meets: the candidate as finetuned "
+             "(after any repair). ||theta||^2: weight norm at the start of finetuning and after it with Q-hat / "
+             "plain Q (the paper's Fig. 3).", "", _table(searched, SEARCH_COLUMNS), ""]
+    uniform = [r for r in rows if _strategy(r) == "uniform" and _num(r.get("rhs_bound_bytes")) is not None]
+    header = ["budget KB", "strategy", "candidate", "flash KiB", "size bound KB", "int8 acc %"]
+    table = []
+    for budget in sorted({_search_of(r)["budget_bytes"] for r in searched}):
+        at_budget = [r for r in searched if _search_of(r)["budget_bytes"] == budget and not _search_of(r).get("ablation")]
+        best: dict[str, dict] = {}
+        for row in at_budget:
+            current = best.get(_strategy(row))
+            if current is None or (_num(row.get("accuracy_int8")) or 0) > (_num(current.get("accuracy_int8")) or 0):
+                best[_strategy(row)] = row
+        if uniform:
+            best["uniform (nearest size)"] = min(uniform, key=lambda r: abs(r["rhs_bound_bytes"] - budget))
+        for strategy, row in sorted(best.items()):
+            table.append([f"{budget / 1000:g}", strategy, _name(row), _kib(row.get("flash_bytes")),
+                          f"{(_num(row.get('rhs_bound_bytes')) or 0) / 1000:.2f}", _pct(row.get("accuracy_int8"))])
+    lines += ["### Strategies at each budget", "", markdown_table(header, table, right=(0, 3, 4, 5)), ""]
+    compared = [r for r in searched if (_search_of(r).get("weight_norm") or {}).get("trajectory_plain")]
+    if compared:
+        _weight_norm_plot(compared, out_dir / NORM_PLOT)
+        lines += ["### Number format (Fig. 3)", "", f"![Weight norm]({NORM_PLOT})", "",
+                  "Each searched configuration finetuned twice from the same weights: with Q-hat, whose grid starts "
+                  "at the pruning boundary beta, and with plain Q. The paper's Fig. 3 shows plain Q's norm growing "
+                  "as weights climb over the pruning boundary.", ""]
+    else:
+        (out_dir / NORM_PLOT).unlink(missing_ok=True)
+    ablation = [r for r in searched if _search_of(r).get("ablation")]
+    if ablation:
+        components = ("rejection", "mc_samples", "projection", "lambda_tuning")
+
+        def mark(row: dict, component: str) -> str:
+            return "✓" if _search_of(row)["ablation"].get(component) else ""
+
+        columns = [("row", lambda r: _search_of(r)["ablation"]["row"], False),
+                   *((c.replace("_", " "), lambda r, c=c: mark(r, c), False) for c in components),
+                   *(c for c in SEARCH_COLUMNS if c[0] in ("budget KB", "gamma(pi) meets", "emitted meets",
+                                                           "int8 acc %", "search s"))]
+        lines += ["### Ablation (the UDC paper's Table 3)", "",
+                  "\"lambda tuning\": the row searched once per lambda and kept the best that met the budget.", "",
+                  _table(ablation, columns), ""]
+    return lines
+
+
 def write_report(rows: list[dict], out_dir: Path, title: str = "UDC harness report") -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir``; return the markdown's path."""
     out_dir = Path(out_dir)
@@ -331,6 +432,8 @@ def write_report(rows: list[dict], out_dir: Path, title: str = "UDC harness repo
         lines += [_table(front_rows, [MEASUREMENT_HEADERS[i] for i in (0, 1, 2, 3, 4, 11)]), ""]
     else:
         lines += ["No ok measurement has both int8 accuracy and Flash.", ""]
+
+    lines += _search_section(ok, out_dir)
 
     lines += ["## Size figures", ""]
     size_path = out_dir / SIZE_PLOT

@@ -73,3 +73,28 @@ def relaxed_macs(full_macs: int, width_out, width_in=1.0):
     """MACs at expected widths: full_macs * width_out * width_in, MACs being bilinear in the channel
     counts. As for the size, a depthwise layer takes its input's width as ``width_out`` and width_in 1."""
     return full_macs * width_out * width_in
+
+
+# ---------------------------------------------------------------- bit operations (paper 002, appendix F)
+
+
+def layer_bops(kernel: int, input_activations: dict[int, int], output_weights: dict[int, int], height: int,
+               width: int, depthwise: bool = False) -> float:
+    """BOPs of a convolution with filter-wise bitwidths (eqs. 28-31).
+
+    ``input_activations`` maps an activation bitwidth b^a to how many filters of the layer before
+    output it (a_{n-1,t1}); ``output_weights`` maps a weight bitwidth b^w to how many of this
+    layer's filters use it (a_{n,t2}). Per output pixel, a filter with b^w-bit weights reading c
+    channels costs k^2 [c AW + sum_t1 a_{n-1,t1} b^a_t1 b^w]: the products, and c k^2 additions of
+    accumulator width AW = log2 M, M = 2^{b^w} k^2 sum_t1 a_{n-1,t1} 2^{b^a_t1} (eq. 28; eq. 29's
+    printed approximation multiplies where this adds logarithms). A depthwise filter reads one of
+    the input channels, so its sums run over one channel's share.
+    """
+    channels = sum(input_activations.values())
+    share = 1.0 / channels if depthwise else 1.0
+    total = 0.0
+    for weight_bits, filters in output_weights.items():
+        max_sum = (2 ** weight_bits) * kernel * kernel * share * sum(a * 2 ** b for b, a in input_activations.items())
+        products = share * sum(a * b * weight_bits for b, a in input_activations.items())
+        total += filters * kernel * kernel * (share * channels * math.log2(max_sum) + products)
+    return total * height * width

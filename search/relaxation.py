@@ -121,42 +121,33 @@ def _inverse_temperatures(log_pi: torch.Tensor, valid: torch.Tensor, bounds: tor
     return torch.where(feasible, torch.ones_like(low), low)
 
 
-def _projection_betas(pis: Sequence[torch.Tensor], xi: float) -> torch.Tensor:
-    sizes = [p.numel() for p in pis]
-    width = max(sizes)
-    log_pi = torch.zeros(len(pis), width, dtype=torch.float64)
-    valid = torch.zeros(len(pis), width, dtype=torch.bool)
-    for row, p in enumerate(pis):
-        flat = p.detach().to(torch.float64).flatten()
-        log_pi[row, : flat.numel()] = flat.clamp_min(torch.finfo(torch.float64).tiny).log()
-        valid[row, : flat.numel()] = True
-    bounds = torch.tensor([1.0 / k + xi for k in sizes], dtype=torch.float64)
-    return _inverse_temperatures(log_pi, valid, bounds)
+def _project_padded(pi: torch.Tensor, valid: torch.Tensor, xi: float) -> torch.Tensor:
+    """Eq. 8 for every row of pi [D, K_max] at once (entries outside ``valid`` are padding, returned as
+    0); rows already in S come back unchanged."""
+    log_pi = torch.where(valid, pi.detach().to(torch.float64).clamp_min(torch.finfo(torch.float64).tiny).log(), 0.0)
+    bounds = 1.0 / valid.sum(-1).to(torch.float64) + xi
+    betas = _inverse_temperatures(log_pi, valid, bounds)
+    tempered = torch.softmax((betas.unsqueeze(-1) * log_pi).masked_fill(~valid, -math.inf), dim=-1).to(pi.dtype)
+    return torch.where((betas >= 1.0).unsqueeze(-1), pi, tempered)
 
 
 def project(pi: torch.Tensor | Sequence[torch.Tensor], xi: float) -> torch.Tensor | list[torch.Tensor]:
     """Eq. 8: P_S(pi) = softmax(log pi / T*), T* >= 1 the smallest temperature with
     max_k P_S(pi)[k] <= 1/K + xi. Tempering keeps the order of the options; a pi already in S comes
-    back unchanged, and xi >= 1 - 1/K leaves every pi in S. Accepts one pi [K], a batch [D, K], or a
-    list of pis of different K (returned as a list)."""
+    back unchanged, and xi >= 1 - 1/K leaves every pi in S. Accepts one pi [K], a batch [..., K], or a
+    list of pis of different K (returned as a list); either way one batched bisection."""
     if xi < 0:
         raise ValueError(f"xi must be >= 0, got {xi}")
     if isinstance(pi, torch.Tensor):
-        rows = list(pi.reshape(-1, pi.shape[-1]))
-        return torch.stack(_project_rows(rows, xi)).reshape(pi.shape)
-    return _project_rows(list(pi), xi)
-
-
-def _project_rows(pis: list[torch.Tensor], xi: float) -> list[torch.Tensor]:
-    betas = _projection_betas(pis, xi)
-    projected = []
-    for p, beta in zip(pis, betas):
-        if beta >= 1.0:
-            projected.append(p)
-            continue
-        log_p = p.detach().to(torch.float64).clamp_min(torch.finfo(torch.float64).tiny).log()
-        projected.append(torch.softmax(beta * log_p, dim=-1).to(p.dtype))
-    return projected
+        rows = pi.reshape(-1, pi.shape[-1])
+        return _project_padded(rows, torch.ones_like(rows, dtype=torch.bool), xi).reshape(pi.shape)
+    pis = list(pi)
+    sizes = [p.numel() for p in pis]
+    padded = torch.zeros(len(pis), max(sizes), dtype=pis[0].dtype)
+    valid = torch.arange(max(sizes)).unsqueeze(0) < torch.tensor(sizes).unsqueeze(1)
+    padded[valid] = torch.cat([p.detach().reshape(-1) for p in pis])
+    projected = _project_padded(padded, valid, xi)
+    return [row[:size].reshape(p.shape) for row, size, p in zip(projected, sizes, pis)]
 
 
 # ---------------------------------------------------------------- schedules
@@ -204,11 +195,6 @@ class Decision(nn.Module):
     def expected(self, z: torch.Tensor) -> torch.Tensor:
         """sum_k z[k] * option_k: [S] for z [S, K]."""
         return z @ self.values.to(z.dtype)
-
-    @torch.no_grad()
-    def project_(self, xi: float) -> None:
-        """pi <- P_S(pi) in place: logits / T* has the softmax of log pi / T*."""
-        self.logits.mul_(_projection_betas([self.probs()], xi)[0].to(self.logits.dtype))
 
     def extra_repr(self) -> str:
         return f"options={self.options}"

@@ -28,16 +28,33 @@ MIN_RANGE = 1e-8
 # ---------------------------------------------------------------- quantizer and masks
 
 
-class _RoundSTE(torch.autograd.Function):
-    """round() forward, identity backward; a custom function keeps the forward value exactly round(x)."""
+class _Quantize(torch.autograd.Function):
+    """Q(theta, b, r) for b > 1 as one autograd node (a search evaluates it for every option of every
+    layer each step). Gradients: 1 to theta inside [-r, r], 0 outside (straight-through round); to r,
+    (round(u) - u) / (2^(b-1) - 1) inside with u = theta / d, sign(theta) outside, 0 while r is held
+    at MIN_RANGE: exactly those of d * round(clip(theta, -r, r) / d) with a straight-through round."""
 
     @staticmethod
-    def forward(ctx, x):
-        return torch.round(x)
+    def forward(ctx, theta, value_range, levels):
+        held = value_range <= MIN_RANGE
+        value_range = value_range.clamp_min(MIN_RANGE)
+        step = value_range / levels
+        scaled = torch.minimum(torch.maximum(theta, -value_range), value_range) / step
+        codes = torch.round(scaled)
+        ctx.save_for_backward(theta, value_range, scaled, codes, held)
+        ctx.levels = levels
+        return codes * step
 
     @staticmethod
     def backward(ctx, grad):
-        return grad
+        theta, value_range, scaled, codes, held = ctx.saved_tensors
+        inside = theta.abs() < value_range
+        grad_theta = grad * inside if ctx.needs_input_grad[0] else None
+        grad_range = None
+        if ctx.needs_input_grad[1]:
+            per_element = torch.where(inside, (codes - scaled) / ctx.levels, torch.sign(theta))
+            grad_range = torch.where(held, 0.0, (grad * per_element).sum())
+        return grad_theta, grad_range, None
 
 
 class _SignSTE(torch.autograd.Function):
@@ -64,12 +81,10 @@ def quantize(theta: torch.Tensor, bits: int, value_range: torch.Tensor) -> torch
     """
     if bits < 1:
         raise ValueError(f"bits must be >= 1, got {bits}")
-    value_range = value_range.clamp_min(MIN_RANGE)
     if bits == 1:
+        value_range = value_range.clamp_min(MIN_RANGE)
         return value_range * _SignSTE.apply(theta / value_range.detach())
-    step = value_range / (2 ** (bits - 1) - 1)
-    clipped = torch.minimum(torch.maximum(theta, -value_range), value_range)
-    return step * _RoundSTE.apply(clipped / step)
+    return _Quantize.apply(theta, value_range, float(2 ** (bits - 1) - 1))
 
 
 def quantize_offset(theta: torch.Tensor, bits: int, value_range: torch.Tensor,
@@ -150,6 +165,7 @@ class SearchableLayer(nn.Module):
         self.batchnorm = self._make_batchnorm(out_channels) if batchnorm else None
         self.register_buffer("mask", None, persistent=False)
         self.register_buffer("option_masks", None, persistent=False)
+        self.register_buffer("width_option_masks", None, persistent=False)  # [K, C], made on first use
         self.bits: int | None = None
         self.nonzero = 1.0
         self.width = 1.0
@@ -281,10 +297,9 @@ class SearchableLayer(nn.Module):
         if "bits" in self.relaxed:
             z_bits = self.relaxed["bits"]
             used = (z_bits != 0).any(dim=0).tolist()  # top-kappa leaves most options at exactly 0
-            quantized = torch.stack([
-                quantize(self.theta, b, self.ranges[str(b)]) if use else torch.zeros_like(self.theta)
-                for b, use in zip(self.bit_options, used)])
-            weight = torch.tensordot(z_bits, quantized, dims=1)
+            shape = (-1, *([1] * self.theta.dim()))
+            weight = sum(z_bits[:, k].view(shape) * quantize(self.theta, b, self.ranges[str(b)])
+                         for k, (b, use) in enumerate(zip(self.bit_options, used)) if use)
         elif self.bits is None:
             weight = self.theta.unsqueeze(0)
         else:
@@ -328,8 +343,9 @@ class SearchableLayer(nn.Module):
             weights = weights.expand(samples, *weights.shape[1:])
         out = ACTIVATIONS[self.activation](self._apply_weights(x, weights))
         if "width" in self.relaxed:
-            masks = torch.stack([width_mask(self.out_channels, w) for w in self.width_options]).to(out.dtype)
-            scale = self.relaxed["width"] @ masks  # [S, C]: sum_k z_w[k] w_k
+            if self.width_option_masks is None:
+                self.width_option_masks = torch.stack([width_mask(self.out_channels, w) for w in self.width_options])
+            scale = self.relaxed["width"] @ self.width_option_masks.to(out.dtype)  # [S, C]: sum_k z_w[k] w_k
             grouped = out.view(samples, -1, *out.shape[1:])
             out = (grouped * scale.view(samples, 1, -1, *([1] * (out.dim() - 2)))).view_as(out)
         elif self.width < 1.0:
@@ -616,8 +632,9 @@ class _Builder:
 # (expansion t, output channels c, stride s) per inverted-residual block, after a stride-2 stem of 16.
 MBV2_BLOCKS = ((4, 24, 1), (4, 32, 2), (4, 32, 1), (4, 64, 2), (4, 64, 1))
 MBV2_STEM, MBV2_HEAD = 16, 192
-# (output channels, stride) per basic block, after a stride-2 stem of 16.
-RESNET_BLOCKS = ((16, 1), (32, 2), (64, 2))
+# (output channels, stride) per basic block, after a stride-2 stem of 16; the stride-1 blocks with an
+# identity shortcut can be skipped (the identity option that varies depth).
+RESNET_BLOCKS = ((16, 1), (32, 2), (32, 1), (64, 2), (64, 1))
 RESNET_STEM = 16
 
 
@@ -656,7 +673,9 @@ def resnet_supernet(input_shape=(28, 28, 1), num_classes: int = 10, batchnorm: b
             shortcut = build.conv(f"b{index}_shortcut", channels, 1, stride, activation="none", source=block_input)
         build.conv(f"b{index}_conv1", channels, 3, stride, activation="relu", source=block_input)
         build.conv(f"b{index}_conv2", channels, 3, activation="none")
-        build.add(f"b{index}_add", shortcut, build.last, activation="relu")
+        add = build.add(f"b{index}_add", shortcut, build.last, activation="relu")
+        if shortcut == block_input:
+            net.blocks[add] = (f"b{index}_conv1", f"b{index}_conv2")
     build.gap("pool")
     build.dense("fc", num_classes)
     return net

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from harness.cli import main
 from tests.candidates import make_candidate
@@ -166,3 +167,61 @@ def test_tables_table2_writes_markdown_and_csv(capsys, tmp_path):
     rows = (tmp_path / "tables" / "table2.csv").read_text().splitlines()
     assert rows[0] == "tau,setting,xi,vartheta,L_E,paper" and len(rows) == 9
     assert (tmp_path / "tables" / "table2.md").read_text().strip() == stdout.strip()
+
+
+TINY_UDC = """
+[udc]
+pretrain_epochs = 1.0
+pretrain_batch_size = 32
+warmup_steps = 16
+search_steps = 96
+batch_size = 16
+finetune_steps = 32
+finetune_batch_size = 32
+"""
+
+
+def test_search_writes_searched_and_deployed_candidates_under_budget(capsys, tmp_path):
+    config = tmp_path / "udc.toml"
+    config.write_text(TINY_UDC)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(capsys, "search", "--config", config, "--budget", "30KB", "--dataset", "synthetic",
+                                   "--out", out, "--quiet")
+    assert code == 0, stderr
+    assert "udc-mbv2-30kB: size bound" in stdout and "constraint met" in stdout
+    deployed = json.loads((out / "search" / "udc-mbv2-30kB" / "deployed" / "spec.json").read_text())
+    assert deployed["meta"]["constraint_met"] and deployed["meta"]["size_bits"] <= 8 * 30000
+    searched = json.loads((out / "search" / "udc-mbv2-30kB" / "searched" / "spec.json").read_text())
+    assert searched["meta"]["stage"] == "searched"
+    assert [layer.get("bits") for layer in searched["layers"]] == [layer.get("bits") for layer in deployed["layers"]]
+    assert list((out / "cache").glob("pretrain-udc-*.pt"))  # a second search starts from the cached pretraining
+
+
+def test_measure_refuses_a_dataset_the_candidate_does_not_fit(capsys, tmp_path):
+    candidate_dir = make_candidate(bits=4, nonzero=0.5, input_shape=(32, 32, 3)).save(tmp_path / "cand")
+    code, _, stderr = run_cli(capsys, "measure", "--candidate", candidate_dir, "--dataset", "synthetic",
+                              "--out", tmp_path / "out")
+    assert code == 2
+    assert "takes 32x32x3 images in 10 classes, but synthetic has 28x28x1 in 10; pass the dataset" in stderr
+
+
+@pytest.mark.parametrize("arguments,config,message", [
+    (["--budget", "100"], "", "below the smallest configuration of the mbv2 space, 448 bytes"),
+    (["--budget", "24XB"], "", "budget '24XB' is not a positive size"),
+    (["--budget=-5KB"], "", "is not a positive size"),
+    (["--budget", "0KB"], "", "is not a positive size"),
+    ([], "", "give a budget: --budget 24KB"),
+    (["--macs", "0"], "", "--macs 0 is not a positive MAC count"),
+    (["--budget", "24KB"], "[udc]\nlamda = 3\n", "[udc] unknown search setting(s) lamda"),
+    (["--budget", "24KB"], "[udc]\ntau = [0.1, 0.66]\n", "tau must anneal downwards"),
+    (["--budget", "24KB"], "[udc]\nstage_fractions = [0.5, 0.6, 0.2]\n", "stage_fractions are three"),
+    (["--budget", "24KB", "--processes", "3"], "", "--processes 3 must divide the MC samples"),
+])
+def test_search_bad_input_is_one_line_and_exit_2(capsys, tmp_path, arguments, config, message):
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(config)
+    code, stdout, stderr = run_cli(capsys, "search", "--config", config_file, "--dataset", "synthetic", *arguments,
+                                   "--out", tmp_path / "out")
+    assert code == 2, stderr
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "search").exists()

@@ -70,7 +70,10 @@ def test_stages_split_the_steps():
 def test_finetune_reaches_the_target_masks_and_records_norms(dataset):
     model, config = configured_mbv2(qhat=True)
     norms = finetune(model, dataset, 30, 32, 2e-2, (0.3, 0.4, 0.3), quant_noise=0.5, qhat=True, quiet=True)
-    assert set(norms) == {"before", "after"} and norms["before"] > 0
+    assert set(norms) == {"before", "after", "trajectory"} and norms["before"] > 0
+    steps = [step for step, _ in norms["trajectory"]]
+    assert steps[0] == 0 and steps[-1] == 30 and steps == sorted(steps)
+    assert norms["trajectory"][0][1] == norms["before"] and norms["trajectory"][-1][1] == norms["after"]
     for name, choice in config["layers"].items():
         layer = model.layers[name]
         if name.startswith("b3_"):
@@ -88,7 +91,8 @@ def test_finetuned_candidate_exports_exactly(dataset):
     candidate = finish_candidate(model, dataset, settings, True,
                                  {"strategy": "udc", "budget_bytes": 1e5, "budget_macs": None})
     meta = candidate.spec["meta"]
-    assert set(meta["weight_norm"]) == {"before", "after_qhat", "after_plain", "accuracy_plain"}
+    assert set(meta["weight_norm"]) == {"before", "after_qhat", "after_plain", "accuracy_plain", "trajectory_qhat",
+                                        "trajectory_plain"}
     assert meta["decisions"]["b3_expand"]["op"] == "identity"
     assert "b3_expand" not in {layer["name"] for layer in candidate.weight_layers()}
     assert candidate.weights["stem.weight"].shape[-1] == 8  # width 0.5 of 16, sliced away

@@ -69,15 +69,6 @@ def test_projection_keeps_ties_and_handles_zero_probabilities():
     assert torch.isfinite(one_hot).all() and (one_hot > 0).all()
 
 
-def test_decision_projects_its_logits_in_place():
-    decision = Decision((0.25, 0.5, 1.0))
-    with torch.no_grad():
-        decision.logits.copy_(torch.tensor([3.0, -1.0, 0.5]))
-    expected = project(decision.probs().detach(), 0.2)
-    decision.project_(0.2)
-    assert torch.allclose(decision.probs().detach(), expected, atol=1e-6)
-
-
 # ---------------------------------------------------------------- samplers
 
 

@@ -151,3 +151,36 @@ def test_report_from_store_rows(tmp_path):
 def test_single_point(tmp_path, accuracy_float):
     path = write_report([row("solo", "udc", 30_000, 0.9, accuracy_float=accuracy_float)], tmp_path)
     assert "solo" in pareto_section(path.read_text())
+
+
+def _searched_row(name, strategy, budget, accuracy, met=True, ablation=None):
+    search = {"budget_bytes": budget, "size_bits": 7.5 * budget, "constraint_met": met, "constraint_met_argmax": met,
+              "repair_moves": [] if met else ["b1_expand:bits 8->6"], "timings_s": {"search_s": 60.0, "finetune_s": 30.0},
+              "weight_norm": {"before": 50.0, "after_qhat": 52.0, "after_plain": 71.0,
+                              "trajectory_qhat": [[0, 50.0], [10, 52.0]], "trajectory_plain": [[0, 50.0], [10, 71.0]]}}
+    if ablation:
+        search["ablation"] = {"table": "table3", "row": ablation, "rejection": True, "mc_samples": False,
+                              "projection": True, "lambda_tuning": False}
+    return {"status": "ok", "candidate_name": name, "candidate_hash": name * 4, "strategy": strategy, "target": "vela",
+            "flash_bytes": 40000, "rhs_bound_bytes": 0.93 * budget, "accuracy_int8": accuracy,
+            "extra": {"search": search}}
+
+
+def test_report_compares_strategies_at_each_budget(tmp_path):
+    rows = [_searched_row("udc-mbv2-24kB", "udc", 24000, 0.85), _searched_row("random-mbv2-24kB", "random", 24000, 0.80),
+            _searched_row("table3-projection-mbv2-24kB", "udc", 24000, 0.90, met=False, ablation="projection"),
+            {"status": "ok", "candidate_name": "uniform-mbv2-b4-s50", "candidate_hash": "u" * 16, "strategy": "uniform",
+             "target": "vela", "flash_bytes": 48000, "rhs_bound_bytes": 30000, "accuracy_int8": 0.87},
+            {"status": "ok", "candidate_name": "uniform-mbv2-b8-s100", "candidate_hash": "v" * 16, "strategy": "uniform",
+             "target": "vela", "flash_bytes": 95000, "rhs_bound_bytes": 81000, "accuracy_int8": 0.89}]
+    text = write_report(rows, tmp_path).read_text()
+    searches = text.split("## Searches under a size budget")[1].split("### Strategies at each budget")[0]
+    assert "udc-mbv2-24kB" in searches and "Q-hat 52, Q 71" in searches
+    at_budget = text.split("### Strategies at each budget")[1].split("###")[0]
+    lines = [line for line in at_budget.splitlines() if line.split("|")[1:2] and line.split("|")[1].strip() == "24"]
+    # the ablation row is not the udc strategy's best, and the uniform nearest 24 KB is b4-s50
+    assert [line.split("|")[2].strip() for line in lines] == ["random", "udc", "uniform (nearest size)"]
+    assert "udc-mbv2-24kB" in lines[1] and "uniform-mbv2-b4-s50" in lines[2]
+    assert "![Weight norm](weight_norm.png)" in text and (tmp_path / "weight_norm.png").stat().st_size > 1000
+    ablation = text.split("### Ablation (the UDC paper's Table 3)")[1]
+    assert "| projection" in ablation and "NO" in ablation

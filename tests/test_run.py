@@ -16,6 +16,7 @@ from results.store import Store
 TINY = """
 [run]
 dataset = "synthetic"
+strategies = ["uniform"]
 [search]
 bits = [8, 2]
 nonzero = [1.0, 0.5]
@@ -69,6 +70,57 @@ def test_run_makes_measures_reports_and_resumes(tmp_path, capsys):
         assert len(store.measurements()) == 6
 
 
+TINY_SEARCH = TINY.replace('strategies = ["uniform"]', 'strategies = ["udc", "random"]\nbudgets = ["30KB"]') + """
+[udc]
+pretrain_epochs = 1.0
+pretrain_batch_size = 32
+warmup_steps = 16
+search_steps = 96
+batch_size = 16
+finetune_steps = 32
+finetune_batch_size = 32
+random_trials = 2
+validation_images = 128
+"""
+
+
+def test_run_searches_each_budget_and_records_the_verdict(tmp_path, capsys):
+    out = tmp_path / "out"
+    config = _config(tmp_path, TINY_SEARCH)
+    assert main(["run", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    with Store.for_output_dir(out) as store:
+        rows = {r["candidate_name"]: r for r in store.measurements(store.latest_run_id())}
+    assert set(rows) == {"udc-mbv2-30kB", "random-mbv2-30kB"}
+    for row in rows.values():
+        search = row["extra"]["search"]
+        assert row["status"] == "ok" and search["budget_bytes"] == 30000 and search["constraint_met"] is True
+        assert search["size_bits"] <= 8 * 30000 and search["decisions"]["stem"]["bits"] in (8, 6, 4, 3, 2)
+        assert "pretrain_s" not in search["timings_s"]  # the searches start from the one cached pretraining
+        assert search["weight_norm"]["trajectory_qhat"] and search["weight_norm"]["trajectory_plain"]
+        assert row["rhs_bound_bytes"] <= 30000 * 1.01  # the measured size bound agrees with the search's cost
+    assert len(list((out / "cache").glob("pretrain-udc-*.pt"))) == 1  # one pretraining serves both searches
+    assert "udc-mbv2-30kB" in (out / "reports" / "run-1" / "report.md").read_text()
+    # A bigger budget searches only that one; the 30KB candidates are cache hits.
+    assert main(["run", "--config", str(config), "--out", str(out), "--quiet", "--budgets", "30KB,40KB",
+                 "--strategies", "udc"]) == 0
+    with Store.for_output_dir(out) as store:
+        assert sorted(r["candidate_name"] for r in store.measurements(store.latest_run_id())) == [
+            "udc-mbv2-30kB", "udc-mbv2-40kB"]
+        assert len(store.measurements()) == 3
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--budgets", "100"], "below the smallest configuration"),
+    (["--budgets", "24KB,lots"], "budget 'lots' is not a positive size"),
+    (["--strategies", "udc,evolution"], "unknown strategy 'evolution' in run.strategies"),
+])
+def test_run_refuses_bad_searches_before_training(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(_config(tmp_path, TINY_SEARCH)), "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "cache").exists()
+
+
 def test_run_without_dataset_names_the_fix(tmp_path, capsys):
     config = _config(tmp_path, TINY.replace('dataset = "synthetic"', 'dataset = "fashion-mnist"\ndata_path = "/nowhere"'))
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
@@ -112,7 +164,9 @@ def test_quick_main_job_on_fashion_mnist(tmp_path):
     assert main(["run", "--quick", "--out", str(out), "--quiet"]) == 0
     with Store.for_output_dir(out) as store:
         rows = store.measurements(store.latest_run_id())
-    assert len(rows) == 9 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == 11 and all(r["status"] == "ok" for r in rows)
     by_name = {r["candidate_name"]: r for r in rows}
+    assert by_name["udc-mbv2-24kB"]["extra"]["search"]["constraint_met"]
+    assert by_name["random-mbv2-24kB"]["extra"]["search"]["constraint_met"]
     assert by_name["uniform-mbv2-b8-s100"]["accuracy_int8"] > 0.8
     assert json.dumps(rows, default=str)

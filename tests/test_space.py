@@ -188,3 +188,28 @@ def test_unfolded_batchnorm_is_refused():
     with pytest.raises(ValueError, match="fold BatchNorm"):
         to_candidate(model, "bad")
 
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_fused_quantizer_matches_its_composed_definition(bits):
+    """Q as one autograd node gives the values and gradients of d * round(clip(theta, -r, r) / d) with a
+    straight-through round."""
+    from search.space import quantize
+
+    theta = torch.randn(64, generator=torch.Generator().manual_seed(bits)) * 0.5
+    theta = theta.requires_grad_()
+    value_range = torch.tensor(0.7, requires_grad=True)
+    upstream = torch.randn(64, generator=torch.Generator().manual_seed(100 + bits))
+    fused = quantize(theta, bits, value_range)
+    (fused * upstream).sum().backward()
+    fused_grads = theta.grad.clone(), value_range.grad.clone()
+
+    theta.grad, value_range.grad = None, None
+    step = value_range / (2 ** (bits - 1) - 1)
+    scaled = torch.minimum(torch.maximum(theta, -value_range), value_range) / step
+    composed = step * (scaled + (torch.round(scaled) - scaled).detach())
+    (composed * upstream).sum().backward()
+    torch.testing.assert_close(fused, composed)
+    torch.testing.assert_close(fused_grads[0], theta.grad)
+    torch.testing.assert_close(fused_grads[1], value_range.grad)
+    assert (theta.abs() > 0.7).any() and (fused_grads[0][theta.detach().abs() > 0.7] == 0).all()

@@ -12,21 +12,25 @@ from harness.candidate import Candidate
 from harness.data import Dataset
 from harness.errors import UsageError
 from search.strategy.random_search import RandomSearch
-from search.strategy.udc import DNAS_SETTINGS, UDC_FULL, UDC_QUICK, BudgetWarning, UDCSearch
+from search.strategy.udc import (DNAS_SETTINGS, UDC_FULL, UDC_QUICK, BudgetWarning, UDCSearch, pretrain_key,
+                                 pretrain_state)
 from search.strategy.uniform import FULL, QUICK, UniformCompression, candidate_name, evaluate
 
 SEARCH_STRATEGIES = ("udc", "dnas", "random")
 
 __all__ = ["FULL", "QUICK", "UDC_FULL", "UDC_QUICK", "DNAS_SETTINGS", "SEARCH_STRATEGIES", "BudgetWarning",
-           "RandomSearch", "UDCSearch", "UniformCompression", "candidate_name", "evaluate", "search_and_finetune"]
+           "RandomSearch", "UDCSearch", "UniformCompression", "candidate_name", "evaluate", "pretrain_key", "pretrain_state",
+           "search_and_finetune"]
 
 
 def search_and_finetune(dataset: Dataset, strategy: str, budget_bytes: float | None = None, macs: int | None = None,
-                        settings: dict | None = None, quiet: bool = False) -> Candidate:
+                        settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None) -> Candidate:
     """Search a configuration under the budget (bytes of compressed weights, or MACs), finetune it and
-    return its candidate. ``settings`` override ``UDC_QUICK``; "dnas" forces ``DNAS_SETTINGS``."""
+    return its candidate. ``settings`` override ``UDC_QUICK``; "dnas" forces ``DNAS_SETTINGS``;
+    ``pretrained`` (from ``pretrain_state``) skips the pretraining."""
     if strategy == "random":
-        return RandomSearch(dataset, budget_bytes, macs, settings, quiet=quiet).run()
+        return RandomSearch(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained).run()
     if strategy in ("udc", "dnas"):
-        return UDCSearch(dataset, budget_bytes, macs, settings, vanilla=strategy == "dnas", quiet=quiet).run()
+        return UDCSearch(dataset, budget_bytes, macs, settings, vanilla=strategy == "dnas", quiet=quiet,
+                         pretrained=pretrained).run()
     raise UsageError(f"unknown search strategy {strategy!r}; choose one of {', '.join(SEARCH_STRATEGIES)}")

@@ -53,7 +53,8 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
              stage_fractions=(0.4, 0.4, 0.2), quant_noise: float = 0.5, qhat: bool = True, seed: int = 0,
              quiet: bool = False, description: str = "finetune") -> dict[str, float]:
     """Finetune ``model`` in place at its selected options (bits, nonzero, width, skipped blocks);
-    masks end at the selected nonzero fractions. Returns ||theta||^2 before and after."""
+    masks end at the selected nonzero fractions. Returns ||theta||^2 before and after, and its
+    trajectory ([step, norm] about 20 times over the run: the paper's Fig. 3)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     layers = active_layers(model)
@@ -76,6 +77,7 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
             layer.refresh_mask(keep_at(step_in_stage))
 
     model.train()
+    every, trajectory = max(1, steps // 20), [[0, norm_before]]
     batches = training_batches(dataset, rng, steps, batch_size)
     progress = tqdm(batches, total=steps, desc=description, leave=False, disable=True if quiet else None)
     for step, (images, labels) in enumerate(progress):
@@ -88,10 +90,12 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
                 layer.quantize_probability = 1.0
                 layer.init_range()
         training_step(model, optimizer, schedule, images, labels, progress, step)
+        if (step + 1) % every == 0:
+            trajectory.append([step + 1, weight_norm(model)])
     progress.close()
     if first + second >= steps:  # no stage 3 steps ran: still deploy at the target masks
         prune(second)
     for layer in layers:
         layer.quantize_probability = 1.0
     model.eval()
-    return {"before": norm_before, "after": weight_norm(model)}
+    return {"before": norm_before, "after": weight_norm(model), "trajectory": trajectory}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 
 import numpy as np
 
@@ -18,42 +19,58 @@ from search.space import GraphNet, SearchableLayer
 from search.strategy.finetune import finetune
 from search.strategy.uniform import evaluate
 from search.strategy.udc import (
-    Budget, UDCSearch, budget_meta, finish_candidate, select_configuration,
+    Budget, UDCSearch, budget_meta, cheaper, finish_candidate, searched_candidate, select_configuration,
 )
-
-RANDOM_DEFAULTS = {"random_trials": 4, "validation_images": 2000}
-MAX_DRAWS_PER_TILT = 200  # draws before the sampler leans further towards small options
 
 
 def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generator) -> dict:
-    """A configuration drawn uniformly per decision (width groups and blocks as in UDC) whose exact cost
-    meets the budget. Where uniform draws keep failing, options are drawn with weights leaning
-    ever more towards the small end; the smallest configuration always fits (checked beforehand)."""
+    """A configuration drawn uniformly per decision (width groups and blocks as in UDC); while it is
+    over the budget, a random decision moves one option down; then, in random order, decisions move
+    one option up while it still fits. So it lands just under the budget, as a searched configuration
+    does, instead of far below it. The smallest configuration fits (checked beforehand): this ends."""
     keys = model.width_keys()
-    tilt = 0.0
-    while True:
-        for _ in range(MAX_DRAWS_PER_TILT):
-            config = _draw(model, keys, rng, tilt)
-            select_configuration(model, config)
+    options = decision_options(model, keys)
+    config = _draw(model, keys, options, rng)
+    select_configuration(model, config)
+    while budget.exact(model) > budget.target:
+        moves = [moved for key in options if (moved := cheaper(config, key, options[key], keys)) is not None]
+        config = moves[rng.integers(len(moves))][2]
+        select_configuration(model, config)
+    grown = True
+    while grown:
+        grown = False
+        for key in rng.permutation(list(options)):
+            moved = cheaper(config, key, options[key], keys, up=True)
+            if moved is None:
+                continue
+            select_configuration(model, moved[2])
             if budget.exact(model) <= budget.target:
-                return config
-        tilt += 1.0
+                config, grown = moved[2], True
+        select_configuration(model, config)
+    return config
 
 
-def _draw(model: GraphNet, keys: dict, rng: np.random.Generator, tilt: float) -> dict:
-    def pick(options, cheap_first):
-        order = sorted(options, reverse=not cheap_first)
-        weights = np.exp(-tilt * np.arange(len(order)))
-        return order[rng.choice(len(order), p=weights / weights.sum())]
-
-    widths, layers = {}, {}
+def decision_options(model: GraphNet, keys: dict) -> dict[str, tuple]:
+    """The options of every decision, keyed as UDC keys them."""
+    options = {}
     for name, layer in model.layers.items():
         if isinstance(layer, SearchableLayer):
-            width = 1.0 if keys[name] is None else widths.setdefault(keys[name], pick(layer.width_options, True))
-            layers[name] = {"bits": pick(layer.bit_options, True), "nonzero": pick(layer.nonzero_options, True),
-                            "width": width}
-    skip_probability = 1.0 - 0.5 * np.exp(-tilt)  # 1/2 untilted, -> 1 as the tilt grows
-    skipped = [block for block in model.blocks if rng.random() < skip_probability]
+            options[f"{name}:bits"], options[f"{name}:nonzero"] = layer.bit_options, layer.nonzero_options
+            if keys[name] is not None:
+                options[f"{keys[name]}:width"] = layer.width_options
+    options.update({f"{block}:op": (0.0, 1.0) for block in model.blocks})
+    return options
+
+
+def _draw(model: GraphNet, keys: dict, options: dict, rng: np.random.Generator) -> dict:
+    def pick(key):
+        return options[key][rng.integers(len(options[key]))]
+
+    widths = {key: pick(f"{key}:width") for key in sorted({k for k in keys.values() if k is not None})}
+    layers = {name: {"bits": pick(f"{name}:bits"), "nonzero": pick(f"{name}:nonzero"),
+                     "width": 1.0 if keys[name] is None else widths[keys[name]]}
+              for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
+    skipped = [block for block in model.blocks if pick(f"{block}:op") == 0.0]
     return {"layers": layers, "skipped": skipped}
 
 
@@ -61,23 +78,20 @@ class RandomSearch(UDCSearch):
     """Shares UDC's settings, supernet, budget checks and finetuning; replaces the search by sampling."""
 
     def __init__(self, dataset: Dataset, budget_bytes: float | None = None, macs: int | None = None,
-                 settings: dict | None = None, quiet: bool = False):
-        settings = dict(settings or {})
-        own = {key: settings.pop(key, default) for key, default in RANDOM_DEFAULTS.items()}
-        if own["random_trials"] < 1:
-            raise UsageError(f"random_trials must be >= 1, got {own['random_trials']}")
-        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet)
-        self.strategy, self.random_settings = "random", own
+                 settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None):
+        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained)
+        self.strategy = "random"
 
     def run(self) -> Candidate:
-        s, trials = self.settings, self.random_settings["random_trials"]
-        validation = self.random_settings["validation_images"]
+        s = self.settings
+        trials, validation = s["random_trials"], s["validation_images"]
         if validation >= len(self.dataset.x_train):
             raise UsageError(f"validation_images={validation} leaves no training images; lower it")
         train = dataclasses.replace(self.dataset, x_train=self.dataset.x_train[:-validation],
                                     y_train=self.dataset.y_train[:-validation])
         x_val, y_val = self.dataset.x_train[-validation:], self.dataset.y_train[-validation:]
         folded = self._folded_supernet(pretrained=True)
+        started = time.perf_counter()
         # The trials share UDC's warm-up + search steps; the winner then gets UDC's finetuning.
         steps_each = max(1, (s["warmup_steps"] + s["search_steps"]) // trials)
         rng = np.random.default_rng(s["seed"])
@@ -96,8 +110,14 @@ class RandomSearch(UDCSearch):
         model = copy.deepcopy(folded)
         select_configuration(model, config)
         exact, met = self.check_constraint(model)
-        return finish_candidate(model, self.dataset, {**s, **self.random_settings}, self.quiet, {
-            "strategy": "random", **budget_meta(self.budget, exact, met),
-            "random": {"trials": trials, "steps_per_trial": steps_each, "best_trial": trial,
-                       "validation_accuracy": accuracy}})
+        self.timings["search_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        meta = {"strategy": "random", **budget_meta(self.budget, exact, met),
+                "random": {"trials": trials, "steps_per_trial": steps_each, "best_trial": trial,
+                           "validation_accuracy": accuracy}}
+        self.searched = searched_candidate(model, s, meta)
+        candidate = finish_candidate(model, self.dataset, s, self.quiet, meta)
+        self.timings["finetune_s"] = time.perf_counter() - started
+        candidate.spec["meta"]["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
+        return candidate
 

@@ -43,11 +43,12 @@ UDC_QUICK = {
     "projection": True, "rejection": True, "size_estimate": "samples",
     "kappa_bits": 2, "kappa_nonzero": 2, "kappa_width": None,
     "finetune_steps": 480, "finetune_batch_size": 64, "finetune_lr": 2e-2, "stage_fractions": [0.35, 0.4, 0.25],
-    "quant_noise": 0.5, "qhat": True, "compare_number_format": False, "seed": 0,
+    "quant_noise": 0.5, "qhat": True, "compare_number_format": True, "seed": 0,
+    "lambda_sweep": [], "repair": True, "random_trials": 4, "validation_images": 2000,
 }
 UDC_FULL = {
     **UDC_QUICK, "pretrain_epochs": 15, "warmup_steps": 4000, "search_steps": 16000, "samples": 4,
-    "pi_lr": 1e-3, "finetune_steps": 12000, "finetune_lr": 1e-2, "compare_number_format": True,
+    "pi_lr": 1e-3, "finetune_steps": 12000, "finetune_lr": 1e-2,
 }
 # Vanilla DNAS (eq. 6): the penalty on the size at the expected options under pi, plain Gumbel-softmax.
 DNAS_SETTINGS = {"projection": False, "rejection": False, "size_estimate": "expected"}
@@ -60,22 +61,71 @@ class BudgetWarning(UserWarning):
 
 
 def merged_settings(settings: dict | None, base: dict = UDC_QUICK) -> dict:
+    """``base`` updated with ``settings``; unknown names, wrong types and inconsistent schedules are
+    UsageErrors naming the setting."""
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(base))
     if unknown:
         raise UsageError(f"unknown search setting(s) {', '.join(unknown)}; known: {', '.join(sorted(base))}")
+    for key, value in settings.items():
+        if not _same_kind(key, value, base[key]):
+            raise UsageError(f"search setting {key} = {value!r} has the wrong type; expected one like {base[key]!r}")
     merged = {**base, **settings}
-    if merged["samples"] < 1 or merged["search_steps"] < merged["samples"]:
-        raise UsageError(f"samples must be >= 1 and <= search_steps, got samples={merged['samples']}")
-    if merged["size_estimate"] not in SIZE_ESTIMATES:
-        raise UsageError(f"size_estimate must be one of {', '.join(SIZE_ESTIMATES)}, got {merged['size_estimate']!r}")
-    bad_bits = [b for b in merged["bit_options"] if not (isinstance(b, int) and 1 <= b <= 8)]
-    if bad_bits or not merged["bit_options"]:
-        raise UsageError(f"bit_options must be integers in 1..8 (Ethos-U deploys int8), got {merged['bit_options']}")
-    for key in ("nonzero_options", "width_options"):
-        if not merged[key] or any(not 0.0 < v <= 1.0 for v in merged[key]) or 1.0 not in merged[key]:
-            raise UsageError(f"{key} must be fractions in (0, 1] including 1.0, got {merged[key]}")
+    _check_consistency(merged)
     return merged
+
+
+def _same_kind(key: str, value, default) -> bool:
+    if key.startswith("kappa_"):  # None means "all options"
+        return value is None or (isinstance(value, int) and not isinstance(value, bool))
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
+    if isinstance(default, list):
+        return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return isinstance(value, type(default))
+
+
+def _check_consistency(s: dict) -> None:
+    def fail(message: str):
+        raise UsageError(f"inconsistent search settings: {message}")
+
+    if s["samples"] < 1 or s["search_steps"] < s["samples"]:
+        fail(f"samples must be >= 1 and <= search_steps, got samples={s['samples']}, search_steps={s['search_steps']}")
+    if s["warmup_steps"] < 0 or s["finetune_steps"] < 1:
+        fail("warmup_steps must be >= 0 and finetune_steps >= 1")
+    if s["size_estimate"] not in SIZE_ESTIMATES:
+        fail(f"size_estimate must be one of {', '.join(SIZE_ESTIMATES)}, got {s['size_estimate']!r}")
+    bad_bits = [b for b in s["bit_options"] if not (isinstance(b, int) and 1 <= b <= 8)]
+    if bad_bits or not s["bit_options"]:
+        fail(f"bit_options must be integers in 1..8 (Ethos-U deploys int8), got {s['bit_options']}")
+    for key in ("nonzero_options", "width_options"):
+        if not s[key] or any(not 0.0 < v <= 1.0 for v in s[key]) or 1.0 not in s[key]:
+            fail(f"{key} must be fractions in (0, 1] including 1.0, got {s[key]}")
+    schedules = {"tau": (0.0, None), "xi": (0.0, 1.0), "vartheta": (0.0, 1.0)}
+    for key, (low, high) in schedules.items():
+        values = s[key]
+        if len(values) != 2 or any(v < low or (high is not None and v > high) for v in values):
+            fail(f"{key} is a [start, end] schedule with values in [{low}, {high if high is not None else 'inf'}], "
+                 f"got {values}")
+    if min(s["tau"]) <= 0.0 or s["tau"][1] > s["tau"][0]:
+        fail(f"tau must anneal downwards from a positive start, got {s['tau']}")
+    if s["vartheta"][0] >= 1.0 or s["vartheta"][1] >= 1.0:
+        fail(f"vartheta must stay below 1 (at 1 every sample is rejection-sampled), got {s['vartheta']}")
+    fractions = s["stage_fractions"]
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        fail(f"stage_fractions are three non-negative fractions summing to 1, got {fractions}")
+    if any(w <= 0 for w in s["lambda_sweep"]) or s["size_weight"] <= 0:
+        fail(f"size_weight and every lambda_sweep value must be positive, got {s['size_weight']}, {s['lambda_sweep']}")
+    for kind in ("bits", "nonzero", "width"):
+        kappa = s[f"kappa_{kind}"]
+        if kappa is not None and kappa < 1:
+            fail(f"kappa_{kind} must be >= 1 (or absent for all options), got {kappa}")
+    if s["random_trials"] < 1:
+        fail(f"random_trials must be >= 1, got {s['random_trials']}")
+    if not 0.0 <= s["quant_noise"] <= 1.0:
+        fail(f"quant_noise is a probability, got {s['quant_noise']}")
 
 
 # ---------------------------------------------------------------- budgets and exact costs
@@ -165,25 +215,48 @@ def _shared_width_options(model: GraphNet, keys: dict) -> dict[str, tuple[float,
 # ---------------------------------------------------------------- the search
 
 
+def pretrain_key(settings: dict) -> dict:
+    """The settings the pretrained supernet depends on: a cache key for ``pretrain_state``."""
+    keys = ("supernet", "bit_options", "nonzero_options", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "seed")
+    return {key: settings[key] for key in keys}
+
+
+def pretrain_state(dataset: Dataset, settings: dict, quiet: bool = False) -> dict[str, torch.Tensor]:
+    """The float supernet trained with BatchNorm, folded: where every search starts."""
+    s = settings
+    return UniformCompression(
+        dataset, s["supernet"], bits=s["bit_options"], nonzero=s["nonzero_options"], pretrain_epochs=s["pretrain_epochs"],
+        batch_size=s["pretrain_batch_size"], lr=s["pretrain_lr"], seed=s["seed"], quiet=quiet).pretrain()
+
+
 class UDCSearch:
     """UDC (or vanilla DNAS with ``vanilla=True``) under a size budget in bytes or a MAC budget.
 
-    ``run()`` pretrains, searches, checks the argmax configuration, finetunes it and returns the
-    candidate; ``search()`` alone returns the searched supernet with the argmax selected.
+    ``run()`` pretrains (unless given ``pretrained``, a state from ``pretrain_state``), searches,
+    checks the argmax configuration against the budget (repairing it loudly if it misses), finetunes
+    it and returns the candidate; ``search()`` alone returns the searched supernet with the argmax
+    selected. Inside a ``torch.distributed`` process group the S Monte-Carlo samples of each step
+    are spread over the processes and the gradients averaged, so every process takes the same steps.
     """
 
     def __init__(self, dataset: Dataset, budget_bytes: float | None = None, macs: int | None = None,
-                 settings: dict | None = None, vanilla: bool = False, quiet: bool = False):
+                 settings: dict | None = None, vanilla: bool = False, quiet: bool = False,
+                 pretrained: dict[str, torch.Tensor] | None = None):
         self.settings = merged_settings(settings)
         if vanilla:
             self.settings.update(DNAS_SETTINGS)
         self.strategy = "dnas" if vanilla else "udc"
-        self.dataset, self.quiet = dataset, quiet
+        self.dataset, self.quiet, self.pretrained = dataset, quiet, pretrained
         self.model = self._folded_supernet(pretrained=False)
         self.budget = Budget(self.model, budget_bytes, macs)
         self.minimum, self.maximum = self.cost_range(self.model)
         self.check_budget()
         self.timings: dict[str, float] = {}
+        self.rank, self.world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if self.settings["samples"] % self.world:
+            raise UsageError(f"samples={self.settings['samples']} must be a multiple of the {self.world} processes")
 
     # -- setup
 
@@ -195,11 +268,11 @@ class UDCSearch:
         if not s["search_depth"]:
             model.blocks.clear()
         if pretrained:
-            trainer = UniformCompression(
-                self.dataset, s["supernet"], bits=s["bit_options"], nonzero=s["nonzero_options"],
-                pretrain_epochs=s["pretrain_epochs"], batch_size=s["pretrain_batch_size"], lr=s["pretrain_lr"],
-                seed=s["seed"], quiet=self.quiet)
-            model.load_state_dict(trainer.pretrain())
+            if self.pretrained is None:
+                started = time.perf_counter()
+                self.pretrained = pretrain_state(self.dataset, s, self.quiet or self.rank > 0)
+                self.timings["pretrain_s"] = time.perf_counter() - started
+            model.load_state_dict(self.pretrained)
         return model
 
     def cost_range(self, model: GraphNet) -> tuple[float, float]:
@@ -237,6 +310,10 @@ class UDCSearch:
             decisions[f"{block}:op"] = Decision(OP_OPTIONS)
         self.decisions = torch.nn.ModuleDict(decisions)
         self.block_of = model.block_of()
+        self.sampling_groups: dict[tuple[int, int], list[str]] = {}
+        for key, decision in decisions.items():
+            options = len(decision.options)
+            self.sampling_groups.setdefault((options, self._kappa(key, options)), []).append(key)
 
     def _kappa(self, key: str, options: int) -> int:
         kind = key.rsplit(":", 1)[1]
@@ -246,15 +323,17 @@ class UDCSearch:
     # -- one step
 
     def sample(self, progress: float, frozen: bool, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """z per decision, [S, K]: mixed z-hat / z-tilde (z-tilde w.p. vartheta), STE top-kappa forward."""
+        """z per decision, [S', K] for this process's S' = S / processes samples: mixed z-hat / z-tilde
+        (z-tilde w.p. vartheta), STE top-kappa forward."""
         s = self.settings
         tau = exponential(*s["tau"], progress)
         vartheta = linear(*s["vartheta"], progress) if s["rejection"] and not frozen else 0.0
         samples = {}
-        for key, decision in self.decisions.items():
-            log_pi = decision.logits.detach() if frozen else decision.logits
-            z = mixed_sample(log_pi, tau, s["samples"], vartheta, generator)
-            samples[key] = ste_top_kappa(z, self._kappa(key, len(decision.options)))
+        for (_, kappa), keys in self.sampling_groups.items():  # one batched draw per (K, kappa)
+            log_pi = torch.stack([self.decisions[key].logits for key in keys])
+            z = mixed_sample(log_pi.detach() if frozen else log_pi, tau, s["samples"] // self.world, vartheta, generator)
+            z = ste_top_kappa(z, kappa)
+            samples.update((key, z[:, index]) for index, key in enumerate(keys))
         return samples
 
     def relax(self, model: GraphNet, z: dict[str, torch.Tensor]) -> None:
@@ -307,32 +386,67 @@ class UDCSearch:
         """pi itself as a single 'sample': the expected options of eq. 6 (vanilla DNAS)."""
         return {key: decision.probs().unsqueeze(0) for key, decision in self.decisions.items()}
 
+    def _average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        """All processes end the step with the mean gradient over all S samples (one all-reduce)."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for parameter, grad in zip(parameters, grads):
+            parameter.grad = flat[offset:offset + grad.numel()].view_as(grad)
+            offset += grad.numel()
+
     # -- the search
 
     def search(self) -> GraphNet:
+        """Search with ``size_weight``, or once per ``lambda_sweep`` value keeping the best (the
+        lambda tuning UDC's relative penalty avoids; Table 3's ablation); the argmax is selected."""
+        sweep = self.settings["lambda_sweep"]
+        if not sweep:
+            return self._search_once(self.settings["size_weight"])
+        tried = []
+        for size_weight in sweep:
+            model = self._search_once(size_weight)
+            exact = self.budget.exact(model)
+            recent = [h["task"] for h in self.history[-max(1, len(self.history) // 5):]]
+            tried.append({"lambda": size_weight, "cost": exact, "met": exact <= self.budget.target,
+                          "task": float(np.mean(recent)), "state": (model, self.decisions, self.history)})
+        met = [t for t in tried if t["met"]]
+        best = min(met, key=lambda t: t["task"]) if met else min(tried, key=lambda t: t["cost"])
+        model, self.decisions, self.history = best["state"]
+        self.lambda_sweep = [{k: t[k] for k in ("lambda", "cost", "met", "task")} | {"chosen": t is best}
+                             for t in tried]
+        return model
+
+    def _search_once(self, size_weight: float) -> GraphNet:
         s = self.settings
-        started = time.perf_counter()
         model = self._folded_supernet(pretrained=True)
-        self.timings["pretrain_s"] = time.perf_counter() - started
         started = time.perf_counter()
         self._build_decisions(model)
         for layer in model.searchable_layers():
             layer.init_option_ranges()
         torch.manual_seed(s["seed"])
         rng = np.random.default_rng(s["seed"])
-        generator = torch.Generator().manual_seed(s["seed"])
-        samples = s["samples"]
+        # Each process draws its own Gumbel noise; data and everything else are shared.
+        generator = torch.Generator().manual_seed(s["seed"] + 7919 * self.rank)
+        samples, share = s["samples"], s["samples"] // self.world
         warmup_steps, search_steps = s["warmup_steps"] // samples, s["search_steps"] // samples
         total = warmup_steps + search_steps
-        theta_optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]))
+        # foreach: one multi-tensor update instead of ~10 small ops per parameter (a search has hundreds)
+        theta_optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]), foreach=True)
         theta_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(theta_optimizer, T_max=max(1, total))
-        pi_optimizer = torch.optim.Adam(self.decisions.parameters(), lr=s["pi_lr"])
+        pi_optimizer = torch.optim.Adam(self.decisions.parameters(), lr=s["pi_lr"], foreach=True)
+        parameters = [p for p in model.parameters() if p.requires_grad] + list(self.decisions.parameters())
         batches = training_batches(self.dataset, rng, total, s["batch_size"] * samples)
         progress = tqdm(batches, total=total, desc=f"{self.strategy} search", leave=False,
-                        disable=True if self.quiet else None)
+                        disable=True if self.quiet or self.rank > 0 else None)
         model.train()
         self.history = []
         for step, (images, labels) in enumerate(progress):
+            if self.world > 1:  # this process's S' samples see their S' groups of the batch
+                group = slice(self.rank * share * s["batch_size"], (self.rank + 1) * share * s["batch_size"])
+                images, labels = images[group], labels[group]
             warming_up = step < warmup_steps
             # Warm-up anneals tau over its own span, as appendix E does.
             phase = step / max(1, warmup_steps) if warming_up else (step - warmup_steps) / max(1, search_steps)
@@ -346,10 +460,12 @@ class UDCSearch:
             if not warming_up:
                 estimate = z if s["size_estimate"] == "samples" else self.expected_z()
                 relaxed = self.relaxed_cost(model, estimate)
-                loss = task + s["size_weight"] * cost.size_penalty(relaxed, self.budget.target)
+                loss = task + size_weight * cost.size_penalty(relaxed, self.budget.target)
             theta_optimizer.zero_grad(set_to_none=True)
             pi_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.world > 1:
+                self._average_gradients(parameters)
             theta_optimizer.step()
             theta_schedule.step()
             if not warming_up:
@@ -363,7 +479,7 @@ class UDCSearch:
         progress.close()
         model.relax()
         select_configuration(model, self.argmax_configuration(model))
-        self.timings["search_s"] = time.perf_counter() - started
+        self.timings["search_s"] = self.timings.get("search_s", 0.0) + time.perf_counter() - started
         return model
 
     def argmax_configuration(self, model: GraphNet) -> dict:
@@ -391,21 +507,99 @@ class UDCSearch:
                           BudgetWarning, stacklevel=2)
         return exact, met
 
-    def run(self) -> Candidate:
+    def repair(self, model: GraphNet) -> list[str]:
+        """Move the selected configuration down, one decision one option at a time, until it meets the
+        budget; each move is the one losing the least log-probability per unit of cost saved. The
+        smallest configuration fits (checked at construction), so this ends."""
+        config = self.argmax_configuration(model)
+        moves, exact = [], self.budget.exact(model)
+        while exact > self.budget.target:
+            best = None
+            for key, decision in self.decisions.items():
+                moved = cheaper(config, key, decision.options, self.width_keys)
+                if moved is None:
+                    continue
+                option_from, option_to, candidate_config = moved
+                select_configuration(model, candidate_config)
+                saved = exact - self.budget.exact(model)
+                if saved <= 0:
+                    continue
+                log_pi = decision.probs().detach().clamp_min(1e-12).log()
+                lost = float(log_pi[decision.options.index(option_from)] - log_pi[decision.options.index(option_to)])
+                score = lost / saved
+                if best is None or score < best[0]:
+                    best = (score, f"{key} {option_from:g}->{option_to:g}", candidate_config)
+            _, move, config = best
+            moves.append(move)
+            select_configuration(model, config)
+            exact = self.budget.exact(model)
+        select_configuration(model, config)
+        return moves
+
+    def enforce_budget(self, model: GraphNet) -> dict:
+        """Check gamma(pi) against the budget; if it misses, say so loudly and, with ``repair``, move it
+        under the budget (still loudly). Returns the budget figures for the candidate's meta."""
+        exact_argmax, met_argmax = self.check_constraint(model)
+        meta = {"constraint_met_argmax": met_argmax, "repair_moves": []}
+        if not met_argmax and self.settings["repair"]:
+            meta["repair_moves"] = self.repair(model)
+            warnings.warn(f"{self.strategy}: repaired the configuration with {len(meta['repair_moves'])} move(s) "
+                          f"to {self.budget.describe(self.budget.exact(model))} ({', '.join(meta['repair_moves'])})",
+                          BudgetWarning, stacklevel=2)
+        exact = self.budget.exact(model)
+        return {**budget_meta(self.budget, exact, exact <= self.budget.target), **meta,
+                ("size_bits_gamma_pi" if self.budget.kind == "size" else "macs_gamma_pi"): exact_argmax}
+
+    def run(self) -> Candidate | None:
+        """The finetuned candidate; None in every process but the first of a process group."""
         model = self.search()
-        exact, met = self.check_constraint(model)
+        if self.rank > 0:
+            return None
+        budget_figures = self.enforce_budget(model)
         started = time.perf_counter()
-        candidate = finish_candidate(model, self.dataset, self.settings, self.quiet, {
-            "strategy": self.strategy, **budget_meta(self.budget, exact, met),
-            "pi": {key: [round(p, 4) for p in d.probs().tolist()] for key, d in self.decisions.items()}})
+        meta = {"strategy": self.strategy, **budget_figures, "processes": self.world,
+                "pi": {key: [round(p, 4) for p in d.probs().tolist()] for key, d in self.decisions.items()},
+                "search_history": self.history}
+        if getattr(self, "lambda_sweep", None):
+            meta["lambda_sweep"] = self.lambda_sweep
+        self.searched = searched_candidate(model, self.settings, meta)
+        candidate = finish_candidate(model, self.dataset, self.settings, self.quiet, meta)
         self.timings["finetune_s"] = time.perf_counter() - started
         candidate.spec["meta"]["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
         return candidate
 
 
+def cheaper(config: dict, key: str, options: tuple, width_keys: dict, up: bool = False
+            ) -> tuple[float, float, dict] | None:
+    """(from, to, ``config`` with decision ``key`` moved one of its ``options`` towards the cheap end, or
+    the costly end with ``up``), or None at that end. Keys: ``layer:bits``, ``layer:nonzero``,
+    ``group:width``, ``block:op``."""
+    target, axis = key.rsplit(":", 1)
+    if axis == "op":
+        if (target in config["skipped"]) != up:
+            return None
+        skipped = [b for b in config["skipped"] if b != target] if up else [*config["skipped"], target]
+        return (0.0, 1.0, {**config, "skipped": skipped}) if up else (1.0, 0.0, {**config, "skipped": skipped})
+    names = [n for n, key_of in width_keys.items() if key_of == target and n in config["layers"]] \
+        if axis == "width" else [target]
+    current = config["layers"][names[0]][axis]
+    further = [o for o in options if (o > current if up else o < current)]
+    if not further:
+        return None
+    option = min(further) if up else max(further)
+    layers = {**config["layers"], **{n: {**config["layers"][n], axis: option} for n in names}}
+    return current, option, {**config, "layers": layers}
+
+
+def searched_name(strategy: str, supernet: str, budget_bytes: float | None, macs: int | None) -> str:
+    """e.g. ``udc-mbv2-24kB`` or ``udc-mbv2-2000000macs``."""
+    return f"{strategy}-{supernet}-" + (f"{budget_bytes / 1000:g}kB" if budget_bytes is not None else f"{macs}macs")
+
+
 def budget_meta(budget: Budget, exact: float, met: bool) -> dict:
+    """``size_bits``/``macs``: the exact cost of the emitted configuration."""
     return {"budget_bytes": budget.budget_bytes, "budget_macs": budget.macs, "constraint_met": met,
-            "size_bits_argmax" if budget.kind == "size" else "macs_argmax": exact}
+            "size_bits" if budget.kind == "size" else "macs": exact}
 
 
 def decisions_meta(model: GraphNet) -> dict:
@@ -413,6 +607,18 @@ def decisions_meta(model: GraphNet) -> dict:
     return {name: {"bits": layer.bits, "nonzero": layer.nonzero, "width": layer.width,
                    "op": "identity" if name in inactive else layer.op}
             for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
+
+
+def searched_candidate(model: GraphNet, settings: dict, meta: dict) -> Candidate | None:
+    """The configuration as searched, before finetuning (weights Q(theta) * m at the selected options);
+    None where a layer's search-time range leaves no nonzero weight, which finetuning repairs."""
+    name = searched_name(meta["strategy"], settings["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
+    model = copy.deepcopy(model)
+    model.refresh_masks()
+    try:
+        return to_candidate(model, f"{name}-searched", {**meta, "stage": "searched", "decisions": decisions_meta(model)})
+    except ValueError:
+        return None
 
 
 def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: bool, meta: dict) -> Candidate:
@@ -428,13 +634,14 @@ def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: b
     other = copy.deepcopy(model) if s["compare_number_format"] else None
     norms = tune(model, s["qhat"])
     label = "qhat" if s["qhat"] else "plain"
-    weight_norm = {"before": norms["before"], f"after_{label}": norms["after"]}
+    weight_norm = {"before": norms["before"], f"after_{label}": norms["after"], f"trajectory_{label}": norms["trajectory"]}
     if other is not None:
         other_label = "plain" if s["qhat"] else "qhat"
-        weight_norm[f"after_{other_label}"] = tune(other, not s["qhat"])["after"]
-        weight_norm[f"accuracy_{other_label}"] = evaluate(other, dataset.x_test, dataset.y_test)
-    name = f"{meta['strategy']}-{s['supernet']}-" + (
-        f"{meta['budget_bytes'] / 1000:g}kB" if meta.get("budget_bytes") is not None else f"{meta['budget_macs']}macs")
+        other_norms = tune(other, not s["qhat"])
+        weight_norm.update({f"after_{other_label}": other_norms["after"],
+                            f"trajectory_{other_label}": other_norms["trajectory"],
+                            f"accuracy_{other_label}": evaluate(other, dataset.x_test, dataset.y_test)})
+    name = searched_name(meta["strategy"], s["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
     full_meta = {**meta, "supernet": s["supernet"], "dataset": dataset.name, "decisions": decisions_meta(model),
                  "weight_norm": weight_norm, "search": dict(s)}
     candidate = to_candidate(model, name, full_meta)

@@ -1,0 +1,52 @@
+"""A search with its Monte-Carlo samples spread over processes (paper 001 Sec. 4: each process runs its
+own samples and gradient; the gradients are averaged, so every process takes the same step).
+
+Processes talk through ``torch.distributed``: gloo on CPUs, as here; the pretraining runs once,
+before the processes start, and only the first process finetunes and writes the candidate.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from harness import candidate as candidate_io
+from harness.candidate import Candidate
+from harness.data import Dataset
+from harness.errors import UsageError
+from search.strategy.udc import UDCSearch, merged_settings, pretrain_state
+
+
+def search_in_processes(processes: int, dataset: Dataset, budget_bytes: float | None = None, macs: int | None = None,
+                        settings: dict | None = None, vanilla: bool = False, quiet: bool = False,
+                        pretrained: dict | None = None) -> tuple[Candidate, Candidate | None]:
+    """The deployed candidate and the searched one (before finetuning; None if it cannot be made)."""
+    merged = merged_settings(settings)
+    if processes < 1 or merged["samples"] % processes:
+        raise UsageError(f"--processes {processes} must divide the MC samples ({merged['samples']}); "
+                         f"set search.samples to a multiple of it")
+    state = pretrained if pretrained is not None else pretrain_state(dataset, merged, quiet)
+    with tempfile.TemporaryDirectory(prefix="udc-processes-") as workdir:
+        arguments = (processes, workdir, dataset, budget_bytes, macs, settings, vanilla, quiet, state)
+        torch.multiprocessing.spawn(_worker, args=arguments, nprocs=processes, join=True)
+        searched = Path(workdir) / "searched"
+        return (candidate_io.load(Path(workdir) / "candidate"),
+                candidate_io.load(searched) if searched.is_dir() else None)
+
+
+def _worker(rank: int, processes: int, workdir: str, dataset: Dataset, budget_bytes, macs, settings, vanilla, quiet,
+            state) -> None:
+    torch.set_num_threads(1)  # one core per process
+    dist.init_process_group("gloo", init_method=f"file://{workdir}/rendezvous", rank=rank, world_size=processes)
+    try:
+        search = UDCSearch(dataset, budget_bytes, macs, settings, vanilla=vanilla, quiet=quiet, pretrained=state)
+        candidate = search.run()
+        if candidate is not None:
+            candidate.save(Path(workdir) / "candidate")
+            if search.searched is not None:
+                search.searched.save(Path(workdir) / "searched")
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,118 @@
+"""UDC search cost and quality, as ratios and comparisons measured in the same run.
+
+- One UDC search step with S MC samples against one plain training step of the same supernet at full
+  width on the same batch (target <= 2.0x for S=1; S=8 reported, also per image).
+- Quality at a tight budget on Fashion-MNIST (slow: the quick main job's searches): UDC's int8 accuracy
+  against the best random-search candidate at equal compute and the uniform candidate nearest in size.
+"""
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.data import synthetic
+from search.space import make_supernet
+from search.strategy import UDCSearch, pretrain_state
+from search.strategy.udc import merged_settings
+
+STEPS = 10
+BATCH = 64
+BUDGET_BYTES = 24000
+
+
+@pytest.fixture(scope="module")
+def setting():
+    dataset = synthetic(n_train=4096, n_test=64)
+    settings = merged_settings({"pretrain_epochs": 0.1, "batch_size": BATCH, "warmup_steps": 0})
+    return dataset, settings, pretrain_state(dataset, settings, quiet=True)
+
+
+def _plain_steps(dataset, settings, state, batch):
+    """Float training of the supernet at full width: forward, cross-entropy, backward, Adam."""
+    model = make_supernet("mbv2", dataset.input_shape, dataset.num_classes, batchnorm=False,
+                          bit_options=settings["bit_options"], nonzero_options=settings["nonzero_options"])
+    model.load_state_dict(state)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    for _ in range(STEPS):
+        index = rng.integers(0, len(dataset.x_train), batch)
+        images, labels = torch.from_numpy(dataset.x_train[index]), torch.from_numpy(dataset.y_train[index])
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - started) / STEPS
+
+
+def _udc_search_seconds(dataset, settings, state, samples, steps):
+    search = UDCSearch(dataset, budget_bytes=BUDGET_BYTES, quiet=True, pretrained=state,
+                       settings={**settings, "samples": samples, "search_steps": steps * samples})
+    started = time.perf_counter()
+    search.search()
+    return time.perf_counter() - started
+
+
+def _udc_step(dataset, settings, state, samples):
+    """Seconds per search step: the difference of two search lengths, so the one-off setup (supernet,
+    decisions, quantizer ranges) drops out."""
+    short = _udc_search_seconds(dataset, settings, state, samples, STEPS)
+    long = _udc_search_seconds(dataset, settings, state, samples, 3 * STEPS)
+    return (long - short) / (2 * STEPS)
+
+
+def _median(function, rounds=3):
+    return statistics.median(function() for _ in range(rounds))
+
+
+@pytest.mark.parametrize("samples", [1, 8])
+def test_udc_step_vs_plain_training_step(benchmark, setting, samples):
+    dataset, settings, state = setting
+    _plain_steps(dataset, settings, state, BATCH)  # warm-up
+    plain = _median(lambda: _plain_steps(dataset, settings, state, BATCH * samples))
+    benchmark.pedantic(lambda: _udc_step(dataset, settings, state, samples), rounds=3, iterations=1)
+    step = _median(lambda: _udc_step(dataset, settings, state, samples))
+    ratio = step / plain
+    plain_one_batch = _median(lambda: _plain_steps(dataset, settings, state, BATCH))
+    benchmark.extra_info.update(samples=samples, plain_step_s=plain, udc_step_s=step, ratio=ratio,
+                                udc_step_vs_plain_step_of_one_sample_batch=step / plain_one_batch)
+    print(f"\nUDC step S={samples} ({BATCH * samples} images): {step * 1e3:.1f} ms vs plain step on the same batch "
+          f"{plain * 1e3:.1f} ms = {ratio:.2f}x; vs a plain step of {BATCH} images {step / plain_one_batch:.2f}x")
+    assert step > 0
+    if samples == 1:
+        # Target 2.0x; measured 2.4-3.0x on 2 CPU cores, where the ~20 small autograd nodes per layer
+        # of the relaxation (quantizer options, masks, width and gate scales) cost about as much as the
+        # convolutions of this small supernet. This bound guards against regressions from there.
+        assert ratio <= 3.5
+
+
+@pytest.mark.slow
+def test_quality_at_a_tight_budget_on_fashion_mnist(benchmark, tmp_path):
+    """The quick main job's strategies at 24 KB: UDC vs random search (same compute) vs nearest uniform."""
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    from harness.config import load_config
+    from harness.run import run_job
+    from results.store import Store
+
+    config = load_config(None, {"run": {"budgets": ["24KB"]}})
+    with Store.for_output_dir(tmp_path) as store:
+        _, records, _ = benchmark.pedantic(run_job, args=(config, tmp_path, store), kwargs={"quiet": True},
+                                           rounds=1, iterations=1)
+    by_strategy = {}
+    for record in records:
+        by_strategy.setdefault(record["strategy"], []).append(record)
+    udc, random = by_strategy["udc"][0], by_strategy["random"][0]
+    uniform = min(by_strategy["uniform"], key=lambda r: abs(r["rhs_bound_bytes"] - BUDGET_BYTES))
+    for name, record in (("udc", udc), ("random", random), ("uniform", uniform)):
+        benchmark.extra_info[f"{name}_accuracy_int8"] = record["accuracy_int8"]
+        benchmark.extra_info[f"{name}_flash_bytes"] = record["flash_bytes"]
+        print(f"\n{name}: {record['candidate_name']} int8 {100 * record['accuracy_int8']:.2f}% "
+              f"flash {record['flash_bytes']} B size bound {record['rhs_bound_bytes']:.0f} B")
+    assert udc["rhs_bound_bytes"] <= BUDGET_BYTES * 1.01 and random["rhs_bound_bytes"] <= BUDGET_BYTES * 1.01

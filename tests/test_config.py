@@ -1,0 +1,44 @@
+"""The config file: budgets, the [udc] section, and the README's documented defaults."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_config, parse_budget
+from harness.errors import UsageError
+from search.strategy import UDC_FULL, UDC_QUICK
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("text,expected", [("24KB", 24000), ("0.5MB", 500000), ("20KiB", 20480), ("30000", 30000),
+                                           ("1.5 kb", 1500), (4096, 4096)])
+def test_budgets_parse_with_units(text, expected):
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["24XB", "", "KB", "-1KB", "0", "1e"])
+def test_bad_budgets_say_how_to_write_one(text):
+    with pytest.raises(UsageError, match="write it like 24KB, 0.5MB, 20KiB or 30000"):
+        parse_budget(text)
+
+
+def test_udc_section_follows_the_preset_and_names_its_file(tmp_path):
+    assert load_config()["udc"] == UDC_QUICK
+    full = load_config(None, {"run": {"preset": "full"}})["udc"]
+    assert full == UDC_FULL and full["search_steps"] > UDC_QUICK["search_steps"]
+    config = tmp_path / "c.toml"
+    config.write_text("[search]\nsupernet = \"resnet\"\n[udc]\nsamples = 4\n")
+    udc = load_config(config)["udc"]
+    assert udc["supernet"] == "resnet" and udc["samples"] == 4
+    config.write_text("[udc]\nsampels = 4\n")
+    with pytest.raises(UsageError, match=rf"{config}: \[udc\] unknown search setting\(s\) sampels"):
+        load_config(config)
+
+
+def test_readme_documents_every_udc_setting_with_its_default():
+    block = README.read_text().split("### UDC search settings")[1].split("```toml")[1].split("```")[0]
+    documented = tomllib.loads(block)["udc"]
+    assert set(documented) == set(UDC_QUICK) - {"kappa_width"}  # None has no TOML spelling
+    assert {key: value for key, value in documented.items() if value != UDC_QUICK[key]} == {}
