@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-samples", type=int, help="test images for int8 accuracy (0 = all)")
     run.add_argument("--force", action="store_true", help="re-measure candidates already in the store")
     run.add_argument("--budgets", help="compressed-size budgets for the searches, comma-separated (default: 24KB)")
-    run.add_argument("--strategies", help="comma-separated subset of uniform,udc,dnas,random (default: uniform,udc,random)")
+    run.add_argument("--strategies", help="comma-separated subset of uniform,udc,dnas,random,zur,unas,neuralscale "
+                                          "(default: uniform,udc,random)")
     run.add_argument("--ablation", choices=["table3"], help="also run the rows of the UDC paper's Table 3 at each budget")
 
     search = commands.add_parser("search", help="search a configuration under a budget, finetune it, write candidates")
@@ -69,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget = search.add_mutually_exclusive_group()
     budget.add_argument("--budget", help="compressed-size budget e* (bytes, or with a unit: 24KB, 0.5MB, 20KiB)")
     budget.add_argument("--macs", type=int, help="MAC budget instead of a size budget (multiply-accumulates per inference)")
-    search.add_argument("--strategy", choices=["udc", "dnas", "random"], default="udc",
-                        help="udc (default), dnas (vanilla DNAS, eq. 6) or random (random search)")
+    search.add_argument("--strategy", choices=["udc", "dnas", "random", "zur", "unas", "neuralscale"], default="udc",
+                        help="udc (default), dnas (vanilla DNAS, eq. 6), random (random search), or a seed peer: "
+                             "zur (Zur et al.), unas (UNAS), neuralscale (NeuralScale)")
     search_preset = search.add_mutually_exclusive_group()
     search_preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="minutes on 2 cores (default)")
     search_preset.add_argument("--full", dest="preset", action="store_const", const="full", help="the long schedule")
@@ -175,21 +177,26 @@ def _search(args) -> int:
         raise UsageError(f"--macs {args.macs} is not a positive MAC count")
     if args.processes < 1:
         raise UsageError(f"--processes {args.processes} must be at least 1")
-    if args.processes > 1 and args.strategy == "random":
-        raise UsageError("--processes spreads MC samples of a UDC or DNAS search; random search has none")
+    if args.processes > 1 and args.strategy not in ("udc", "dnas"):
+        raise UsageError(f"--processes spreads MC samples of a UDC or DNAS search; {args.strategy} has none")
     budget_bytes = parse_budget(args.budget) if args.budget is not None else None
     config = load_config(args.config, {"run": {"dataset": args.dataset, "data_path": args.data_path,
                                                "preset": args.preset, "out": str(args.out) if args.out else None},
                                        "search": {"supernet": args.supernet}})
     from harness.data import load_dataset
-    from search.strategy import RandomSearch, UDCSearch, pretrain_key, pretrain_state
+    from search.strategy import PEERS, RandomSearch, UDCSearch, pretrain_key, pretrain_state
     from search.strategy.parallel import search_in_processes
 
     run, udc = config["run"], config["udc"]
     dataset = load_dataset(run["dataset"], run["data_path"] or None)
     vanilla = args.strategy == "dnas"
-    searcher = (RandomSearch(dataset, budget_bytes, args.macs, udc, quiet=args.quiet) if args.strategy == "random"
-                else UDCSearch(dataset, budget_bytes, args.macs, udc, vanilla=vanilla, quiet=args.quiet))
+    if args.strategy in PEERS:
+        searcher = PEERS[args.strategy](dataset, budget_bytes, args.macs, {**udc, **config[args.strategy]},
+                                        quiet=args.quiet)
+    elif args.strategy == "random":
+        searcher = RandomSearch(dataset, budget_bytes, args.macs, udc, quiet=args.quiet)
+    else:
+        searcher = UDCSearch(dataset, budget_bytes, args.macs, udc, vanilla=vanilla, quiet=args.quiet)
     out_dir = _out_dir(args, run["out"])
     searcher.pretrained = cached_pretrain(
         out_dir / "cache" / f"pretrain-udc-{settings_key(dataset.name, pretrain_key(udc))}.pt",

@@ -26,7 +26,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
 }
 
-RUN_STRATEGIES = ("uniform", "udc", "dnas", "random")
+RUN_STRATEGIES = ("uniform", "udc", "dnas", "random", "zur", "unas", "neuralscale")
+PEER_SECTIONS = ("zur", "unas", "neuralscale")  # each peer strategy's own settings
 ABLATIONS = ("table3",)
 DEFAULTS: dict[str, dict] = {
     "run": {"target": "vela", "dataset": "fashion-mnist", "data_path": "", "out": "harness-out", "preset": "quick",
@@ -35,8 +36,9 @@ DEFAULTS: dict[str, dict] = {
     "measure": {"calibration_samples": 200, "allow_cpu_ops": False},
     "vela": {},
     "udc": {},
+    **{peer: {} for peer in PEER_SECTIONS},
 }
-FREE_SECTIONS = ("udc",)  # keys checked by their owner
+FREE_SECTIONS = ("udc", *PEER_SECTIONS)  # keys checked by their owner (search.strategy)
 
 # Test images per preset; the training settings of a preset are the strategy's own (search.strategy).
 PRESETS = {"quick": {"measure": {"eval_samples": 2000}}, "full": {"measure": {"eval_samples": 0}}}
@@ -51,8 +53,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     preset = overrides.get("run", {}).get("preset") or from_file.get("run", {}).get("preset") or DEFAULTS["run"]["preset"]
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    from search.strategy import FULL, QUICK, UDC_FULL, UDC_QUICK
-    from search.strategy.udc import merged_settings
+    from search.strategy import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK
+    from search.strategy.udc import checked_settings, merged_settings
 
     config = copy.deepcopy(DEFAULTS)
     config["search"].update({"quick": QUICK, "full": FULL}[preset])
@@ -60,10 +62,14 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         for section, values in layer.items():
             config[section].update(values)
     udc = {"supernet": config["search"]["supernet"], "seed": config["search"]["seed"], **config["udc"]}
+    section = "udc"
     try:
         config["udc"] = merged_settings(udc, {"quick": UDC_QUICK, "full": UDC_FULL}[preset])
+        for peer in PEER_SECTIONS:
+            section = peer
+            config[peer] = checked_settings(config[peer], PEER_DEFAULTS[peer])
     except UsageError as error:
-        raise UsageError(f"{path or 'command line'}: [udc] {error}") from None
+        raise UsageError(f"{path or 'command line'}: [{section}] {error}") from None
     _check_run(config["run"])
     return config
 

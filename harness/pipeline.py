@@ -30,7 +30,9 @@ from targets.base import Target
 
 # What a searched candidate's meta says about its search, kept with each of its measurements.
 SEARCH_META = ("budget_bytes", "budget_macs", "constraint_met", "constraint_met_argmax", "repair_moves", "size_bits",
-               "macs", "size_bits_gamma_pi", "macs_gamma_pi", "decisions", "weight_norm", "timings_s", "ablation", "lambda_sweep", "processes", "random")
+               "macs", "size_bits_gamma_pi", "macs_gamma_pi", "decisions", "weight_norm", "timings_s", "ablation",
+               "lambda_sweep", "processes", "random", "bops", "latency_table_cycles", "latency_target_cycles",
+               "neuralscale_fit")
 
 
 def ensure_writable(out_dir: Path) -> Path:

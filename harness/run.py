@@ -1,7 +1,7 @@
 """The main job: train on the dataset, make compressed candidates, measure each, report.
 
 Candidates come from the uniform sweep (every (bits, nonzero) pair), from searches under each
-budget (UDC, vanilla DNAS, random search) and, with ``run.ablation = "table3"``, from the rows of
+budget (UDC, vanilla DNAS, random search, the seed peers Zur et al., UNAS and NeuralScale) and, with ``run.ablation = "table3"``, from the rows of
 the UDC paper's Table 3. Everything made is kept under the output directory, keyed by the settings
 that made it: pretrained supernets (``cache/``), candidates (``candidates/<key>/<name>/``) and
 measurements (the store), so a killed run started again redoes only what is missing.
@@ -99,7 +99,10 @@ def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> l
     budgets = [parse_budget(b) for b in run["budgets"]] if searching else []
     for budget in budgets:  # a budget outside the space fails now, not after an hour of training
         UDCSearch(dataset, budget_bytes=budget, settings=udc, quiet=True)
-    key = settings_key({"dataset": dataset.name, "udc": udc})
+
+    def settings_of(strategy: str) -> dict:
+        return {**udc, **config.get(strategy, {})}
+
     pretrain_path = out_dir / "cache" / f"pretrain-udc-{settings_key(dataset.name, pretrain_key(udc))}.pt"
 
     def pretrained():
@@ -116,14 +119,15 @@ def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> l
     for budget in budgets:
         for strategy in (s for s in run["strategies"] if s != "uniform"):
             name = searched_name(strategy, udc["supernet"], budget, None)
-            jobs.append((out_dir / "candidates" / key / name,
-                         lambda s=strategy, b=budget, n=name: make(s, b, udc, n, {})))
+            settings = settings_of(strategy)
+            jobs.append((out_dir / "candidates" / settings_key(dataset.name, strategy, settings) / name,
+                         lambda s=strategy, b=budget, n=name, c=settings: make(s, b, c, n, {})))
         if run["ablation"] == "table3":
             for row in TABLE3_ROWS:
                 settings, vanilla = row_settings(row, udc)
                 name = searched_name(f"table3-{row}", udc["supernet"], budget, None)
                 meta = {"ablation": {"table": "table3", "row": row, **row_components(row)}}
-                jobs.append((out_dir / "candidates" / key / name,
+                jobs.append((out_dir / "candidates" / settings_key(dataset.name, "table3", settings) / name,
                              lambda s=settings, v=vanilla, b=budget, n=name, m=meta:
                              make("dnas" if v else "udc", b, s, n, m)))
     return jobs

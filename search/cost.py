@@ -98,3 +98,33 @@ def layer_bops(kernel: int, input_activations: dict[int, int], output_weights: d
         products = share * sum(a * b * weight_bits for b, a in input_activations.items())
         total += filters * kernel * kernel * (share * channels * math.log2(max_sum) + products)
     return total * height * width
+
+
+# ---------------------------------------------------------------- latency tables (paper 003)
+
+
+class LatencyTable:
+    """Per-layer latency in cycles at each width option, measured (not counted): ``cycles[layer][w]`` is
+    the layer's cost in a network where every layer has width w. A layer reading w_in channels and
+    writing w_out costs cycles[layer][w_out] * w_in / w_out (both counts scale a convolution's work);
+    a depthwise layer cycles[layer][w]. ``fixed`` holds what no layer owns (adds, pooling, softmax).
+    """
+
+    def __init__(self, cycles: dict[str, dict[float, float]], fixed: float = 0.0):
+        self.cycles, self.fixed = cycles, fixed
+
+    def options(self, layer: str) -> tuple[float, ...]:
+        return tuple(sorted(self.cycles[layer]))
+
+    def layer(self, layer: str, width_out: float, width_in: float = 1.0, depthwise: bool = False) -> float:
+        cycles = self.cycles[layer][width_out]
+        return cycles if depthwise else cycles * width_in / width_out
+
+    def relaxed_layer(self, layer: str, z_width_out, expected_out, expected_in=1.0, depthwise: bool = False):
+        """The cost at a relaxed width: sum_k z[k] cycles(w_k) (z [S, K] or None for width 1), times the
+        expected input/output width ratio for a convolution."""
+        import torch
+
+        table = torch.tensor([self.cycles[layer][w] for w in self.options(layer)])
+        cycles = z_width_out @ table.to(z_width_out.dtype) if z_width_out is not None else self.cycles[layer][1.0]
+        return cycles if depthwise else cycles * expected_in / expected_out

@@ -452,8 +452,12 @@ class Add(nn.Module):
         super().__init__()
         self.activation = activation
         self.gate: torch.Tensor | None = None
+        self.shortcut_scale: torch.Tensor | None = None  # [S]: a search's dropout of the shortcut
 
     def forward(self, a, b):
+        if self.shortcut_scale is not None:
+            samples = self.shortcut_scale.shape[0]
+            a = (a.view(samples, -1, *a.shape[1:]) * self.shortcut_scale.view(samples, *([1] * a.dim()))).view_as(a)
         if self.gate is not None:
             samples = self.gate.shape[0]
             b = (b.view(samples, -1, *b.shape[1:]) * self.gate.view(samples, *([1] * b.dim()))).view_as(b)
@@ -557,7 +561,7 @@ class GraphNet(nn.Module):
             if isinstance(layer, SearchableLayer):
                 layer.relax(**choices.get(name, {}))
             elif isinstance(layer, Add):
-                layer.gate = gates.get(name)
+                layer.gate, layer.shortcut_scale = gates.get(name), None
 
     def output_sizes(self) -> dict[str, tuple[int, int]]:
         """(height, width) of every convolution's output; (1, 1) for vectors."""

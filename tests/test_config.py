@@ -42,3 +42,20 @@ def test_readme_documents_every_udc_setting_with_its_default():
     documented = tomllib.loads(block)["udc"]
     assert set(documented) == set(UDC_QUICK) - {"kappa_width"}  # None has no TOML spelling
     assert {key: value for key, value in documented.items() if value != UDC_QUICK[key]} == {}
+
+
+def test_readme_documents_every_peer_setting_with_its_default():
+    from search.strategy import PEER_DEFAULTS
+
+    block = README.read_text().split("### The seed peers")[1].split("```toml")[1].split("```")[0]
+    documented = tomllib.loads(block)
+    assert documented == PEER_DEFAULTS
+
+
+def test_peer_sections_are_checked(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[unas]\nunas_lambda_latency = 4.0\n")
+    assert load_config(config)["unas"]["unas_lambda_latency"] == 4.0
+    config.write_text("[zur]\nzur_lambda = \"high\"\n")
+    with pytest.raises(UsageError, match=r"\[zur\] search setting zur_lambda = 'high' has the wrong type"):
+        load_config(config)

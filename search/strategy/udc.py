@@ -63,6 +63,13 @@ class BudgetWarning(UserWarning):
 def merged_settings(settings: dict | None, base: dict = UDC_QUICK) -> dict:
     """``base`` updated with ``settings``; unknown names, wrong types and inconsistent schedules are
     UsageErrors naming the setting."""
+    merged = checked_settings(settings, base)
+    _check_consistency(merged)
+    return merged
+
+
+def checked_settings(settings: dict | None, base: dict) -> dict:
+    """``base`` updated with ``settings`` after checking every name is known and every type matches."""
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(base))
     if unknown:
@@ -70,9 +77,7 @@ def merged_settings(settings: dict | None, base: dict = UDC_QUICK) -> dict:
     for key, value in settings.items():
         if not _same_kind(key, value, base[key]):
             raise UsageError(f"search setting {key} = {value!r} has the wrong type; expected one like {base[key]!r}")
-    merged = {**base, **settings}
-    _check_consistency(merged)
-    return merged
+    return {**base, **settings}
 
 
 def _same_kind(key: str, value, default) -> bool:
@@ -239,10 +244,12 @@ class UDCSearch:
     are spread over the processes and the gradients averaged, so every process takes the same steps.
     """
 
+    extra_defaults: dict = {}  # a strategy built on this one adds its own settings here
+
     def __init__(self, dataset: Dataset, budget_bytes: float | None = None, macs: int | None = None,
                  settings: dict | None = None, vanilla: bool = False, quiet: bool = False,
                  pretrained: dict[str, torch.Tensor] | None = None):
-        self.settings = merged_settings(settings)
+        self.settings = merged_settings(settings, {**UDC_QUICK, **self.extra_defaults})
         if vanilla:
             self.settings.update(DNAS_SETTINGS)
         self.strategy = "dnas" if vanilla else "udc"
@@ -386,6 +393,12 @@ class UDCSearch:
         """pi itself as a single 'sample': the expected options of eq. 6 (vanilla DNAS)."""
         return {key: decision.probs().unsqueeze(0) for key, decision in self.decisions.items()}
 
+    def objective(self, model: GraphNet, z: dict[str, torch.Tensor], task: torch.Tensor, phase: float,
+                  size_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 7: L_task + lambda * E|E(z) - e*| / e*; returns the loss and the relaxed costs E(z)."""
+        relaxed = self.relaxed_cost(model, z)
+        return task + size_weight * cost.size_penalty(relaxed, self.budget.target), relaxed
+
     def _average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         """All processes end the step with the mean gradient over all S samples (one all-reduce)."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
@@ -459,8 +472,7 @@ class UDCSearch:
             loss, relaxed = task, None
             if not warming_up:
                 estimate = z if s["size_estimate"] == "samples" else self.expected_z()
-                relaxed = self.relaxed_cost(model, estimate)
-                loss = task + size_weight * cost.size_penalty(relaxed, self.budget.target)
+                loss, relaxed = self.objective(model, estimate, task, phase, size_weight)
             theta_optimizer.zero_grad(set_to_none=True)
             pi_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -509,28 +521,34 @@ class UDCSearch:
 
     def repair(self, model: GraphNet) -> list[str]:
         """Move the selected configuration down, one decision one option at a time, until it meets the
-        budget; each move is the one losing the least log-probability per unit of cost saved. The
-        smallest configuration fits (checked at construction), so this ends."""
+        budget. Where single moves reach the budget, the one losing the least log-probability is taken
+        (so a small overshoot costs a small change, not a skipped block); otherwise the one losing the
+        least log-probability per unit of cost saved. The smallest configuration fits (checked at
+        construction), so this ends."""
         config = self.argmax_configuration(model)
         moves, exact = [], self.budget.exact(model)
         while exact > self.budget.target:
-            best = None
+            options = []  # (meets the budget, log-probability lost, cost saved, move, configuration)
             for key, decision in self.decisions.items():
                 moved = cheaper(config, key, decision.options, self.width_keys)
                 if moved is None:
                     continue
                 option_from, option_to, candidate_config = moved
                 select_configuration(model, candidate_config)
-                saved = exact - self.budget.exact(model)
-                if saved <= 0:
+                after = self.budget.exact(model)
+                if after >= exact:
                     continue
                 log_pi = decision.probs().detach().clamp_min(1e-12).log()
                 lost = float(log_pi[decision.options.index(option_from)] - log_pi[decision.options.index(option_to)])
-                score = lost / saved
-                if best is None or score < best[0]:
-                    best = (score, f"{key} {option_from:g}->{option_to:g}", candidate_config)
-            _, move, config = best
-            moves.append(move)
+                options.append((after <= self.budget.target, lost, exact - after,
+                                f"{key} {option_from:g}->{option_to:g}", candidate_config))
+            if not options:  # nothing left to move: the space cannot meet the budget this way
+                break
+            finishing = [o for o in options if o[0]]
+            best = (min(finishing, key=lambda o: o[1]) if finishing
+                    else min(options, key=lambda o: o[1] / o[2]))
+            moves.append(best[3])
+            config = best[4]
             select_configuration(model, config)
             exact = self.budget.exact(model)
         select_configuration(model, config)
@@ -547,6 +565,9 @@ class UDCSearch:
                           f"to {self.budget.describe(self.budget.exact(model))} ({', '.join(meta['repair_moves'])})",
                           BudgetWarning, stacklevel=2)
         exact = self.budget.exact(model)
+        if exact > self.budget.target and self.settings["repair"]:
+            warnings.warn(f"{self.strategy}: no configuration of its decisions meets the budget: constraint NOT met",
+                          BudgetWarning, stacklevel=2)
         return {**budget_meta(self.budget, exact, exact <= self.budget.target), **meta,
                 ("size_bits_gamma_pi" if self.budget.kind == "size" else "macs_gamma_pi"): exact_argmax}
 

@@ -1,0 +1,125 @@
+"""UNAS (paper 003) on the UDC space: the relaxed search of UDC with UNAS's objective
+E[L_task] + lambda_lat * E[max(0, L_lat(z) - t)] instead of UDC's size penalty, lambda_lat annealed
+linearly from zero, and skip-connection dropout during the search.
+
+The latency of a configuration comes from a table of Vela cycle estimates per layer, measured on
+the pretrained supernet compiled at each width option (``build_latency_table``), not from FLOPs.
+The size budget is held the same way (a hinge on the relaxed size, annealed alike), so the result
+competes under the harness's budget; gamma(pi) is checked and repaired as for UDC. The latency
+target t is ``unas_latency_fraction`` of the full network's latency unless ``unas_latency_cycles``
+names it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from harness.data import Dataset
+from search import cost
+from search.relaxation import linear
+from search.space import Add, GraphNet, SearchableLayer
+from search.strategy.udc import UDCSearch, select_configuration
+
+UNAS_DEFAULTS = {"unas_latency_fraction": 0.7, "unas_latency_cycles": 0, "unas_lambda_latency": 2.0,
+                 "unas_skip_dropout": 0.2}
+
+
+def hinge_penalty(values, target: float):
+    """E[max(0, v - t)] / t over the samples: zero at or under the target, linear above it."""
+    return torch.relu(values - target).mean() / target
+
+
+def build_latency_table(model: GraphNet, dataset: Dataset, widths) -> cost.LatencyTable:
+    """Vela's per-layer cycles for the supernet at every width in ``widths`` (dense, at the widest
+    bitwidth: the NPU computes in int8 whatever the grid, so cycles hardly depend on it)."""
+    from harness.compile import per_operator_cycles
+    from harness.export import to_int8_tflite
+    from search.space import to_candidate
+
+    names = [name for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)]
+    cycles: dict[str, dict[float, float]] = {name: {} for name in names}
+    fixed = []
+    calibration = dataset.x_train[:64]
+    for width in widths:
+        for layer in model.searchable_layers():
+            layer.select(bits=max(layer.bit_options), width=width if width in layer.width_options else 1.0)
+        operators = per_operator_cycles(to_int8_tflite(to_candidate(model, f"latency-w{width:g}"), calibration))
+        owned = 0
+        for name in names:
+            pattern = re.compile(rf"/{re.escape(name)}(_\d+)?/")
+            layer_cycles = sum(c for operator, c in operators if pattern.search(operator))
+            cycles[name][width] = float(layer_cycles)
+            owned += layer_cycles
+        fixed.append(sum(c for _, c in operators) - owned)
+    select_configuration(model, {"layers": {}, "skipped": []})
+    return cost.LatencyTable(cycles, float(np.mean(fixed)))
+
+
+class UNASSearch(UDCSearch):
+    extra_defaults = UNAS_DEFAULTS
+
+    def __init__(self, dataset, budget_bytes=None, macs=None, settings=None, quiet=False, pretrained=None):
+        settings = {**(settings or {}), "projection": False, "rejection": False}
+        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained)
+        self.strategy = "unas"
+
+    def _search_once(self, size_weight: float) -> GraphNet:
+        model = self._folded_supernet(pretrained=True)
+        self.latency = build_latency_table(model, self.dataset, sorted(self.settings["width_options"]))
+        full = sum(self.latency.layer(name, 1.0) for name in self.latency.cycles) + self.latency.fixed
+        given = self.settings["unas_latency_cycles"]
+        self.latency_target = float(given) if given > 0 else self.settings["unas_latency_fraction"] * full
+        self.dropout_generator = torch.Generator().manual_seed(self.settings["seed"] + 1)
+        return super()._search_once(size_weight)
+
+    def relaxed_latency(self, model: GraphNet, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        def expected(key, default=1.0):
+            return self.decisions[key].expected(z[key]) if key in z else default
+
+        total = self.latency.fixed
+        for name, layer in model.layers.items():
+            if not isinstance(layer, SearchableLayer):
+                continue
+            out_key = f"{self.width_keys[name]}:width"
+            in_key = f"{self.width_keys[model.sources[name][0]]}:width"
+            layer_cycles = self.latency.relaxed_layer(name, z.get(out_key), expected(out_key), expected(in_key),
+                                                      depthwise=layer.op == "dwconv")
+            if name in self.block_of:
+                layer_cycles = layer_cycles * expected(f"{self.block_of[name]}:op")
+            total = total + layer_cycles
+        return torch.as_tensor(total).reshape(-1)
+
+    def objective(self, model: GraphNet, z: dict, task: torch.Tensor, phase: float,
+                  size_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task loss plus the hinges on latency and size, their weights annealed from zero."""
+        ramp = linear(0.0, 1.0, phase)
+        relaxed = self.relaxed_cost(model, z)
+        latency = hinge_penalty(self.relaxed_latency(model, z), self.latency_target)
+        penalty = self.settings["unas_lambda_latency"] * latency + size_weight * hinge_penalty(relaxed, self.budget.target)
+        return task + ramp * penalty, relaxed
+
+    def relax(self, model: GraphNet, z: dict[str, torch.Tensor]) -> None:
+        super().relax(model, z)
+        if not model.training:
+            return
+        for name, layer in model.layers.items():  # skip-connection dropout on the identity option
+            if isinstance(layer, Add) and f"{name}:op" in z:
+                identity = z[f"{name}:op"][:, 1]
+                kept = torch.rand(identity.shape, generator=self.dropout_generator) >= self.settings["unas_skip_dropout"]
+                layer.shortcut_scale = 1.0 - identity * (~kept).to(identity.dtype)
+
+    def enforce_budget(self, model: GraphNet) -> dict:
+        figures = super().enforce_budget(model)
+        inactive = model.inactive_layers()
+
+        def width(node: str) -> float:
+            key = self.width_keys[node]
+            return 1.0 if key is None else model.layers[key].width
+
+        latency = self.latency.fixed + sum(
+            self.latency.layer(name, width(name), width(model.sources[name][0]), layer.op == "dwconv")
+            for name, layer in model.layers.items() if isinstance(layer, SearchableLayer) and name not in inactive)
+        return {**figures, "latency_table_cycles": latency, "latency_target_cycles": self.latency_target}

@@ -1,0 +1,116 @@
+"""The seed peers' distinctive mechanisms: Zur et al.'s score-function gradient and BOPs, UNAS's hinge
+on a measured latency table, NeuralScale's power-law fit and tau update."""
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from harness.cli import main
+from results.store import Store
+from search import cost
+from search.strategy.neuralscale import fit_power_laws, scale_to_budget
+from search.strategy.unas import hinge_penalty
+from search.strategy.zur import binomial_score, multinomial_score, score_function_gradient
+from tests.test_run import TINY_SEARCH, _config
+
+
+def test_score_function_gradient_matches_the_exact_expectation():
+    """Eq. 3 on a space small enough to enumerate: two layers choosing one of 3 operations (multinomial,
+    C = 1) and one layer keeping 1 + Binomial(3, sigmoid(alpha)) filters."""
+    generator = torch.Generator().manual_seed(0)
+    op_alpha = torch.randn(2, 3, generator=generator)
+    filter_alpha = torch.tensor(0.3)
+    table = torch.rand(3, 3, 4, generator=generator) * 5  # L(a) for (op of layer 1, op of layer 2, kept - 1)
+
+    # the exact gradient of J = sum_a p(a | alpha) L(a), by enumeration and autograd
+    alphas = (op_alpha.clone().requires_grad_(), filter_alpha.clone().requires_grad_())
+    probs, p_filter = torch.softmax(alphas[0], -1), torch.sigmoid(alphas[1])
+    expected = sum(probs[0, i] * probs[1, j] * torch.distributions.Binomial(3, p_filter).log_prob(torch.tensor(k)).exp()
+                   * table[i, j, k] for i, j, k in itertools.product(range(3), range(3), range(4)))
+    exact = torch.autograd.grad(expected, alphas)
+
+    # the estimator over many sampled configurations
+    samples = 400_000
+    ops = torch.multinomial(probs.detach(), samples, replacement=True, generator=generator).T  # [S, 2]
+    kept = torch.distributions.Binomial(3, p_filter.detach()).sample((samples,))
+    losses = table[ops[:, 0], ops[:, 1], kept.long()]
+    counts = torch.nn.functional.one_hot(ops, 3).float()
+    op_gradient = score_function_gradient(losses, multinomial_score(counts, 1, probs.detach()))
+    filter_gradient = score_function_gradient(losses, binomial_score(kept, 3, p_filter.detach()))
+    torch.testing.assert_close(op_gradient, exact[0], atol=0.03, rtol=0.03)
+    torch.testing.assert_close(filter_gradient, exact[1], atol=0.03, rtol=0.03)
+
+
+def test_bops_of_one_layer_by_hand():
+    """3x3 conv, 16 input channels with 8-bit activations, 32 filters with 4-bit weights, 10x10 output:
+    per output pixel of a filter, 16*9 products of 8x4 bits and 16*9 additions of log2(2^4 * 9 * 16 * 2^8) bits."""
+    accumulator = math.log2(2 ** 4 * 9 * 16 * 2 ** 8)
+    by_hand = 100 * 32 * 9 * (16 * accumulator + 16 * 8 * 4)
+    assert cost.layer_bops(3, {8: 16}, {4: 32}, 10, 10) == pytest.approx(by_hand)
+    # homogeneous bitwidths give eq. 27: m n k^2 (b_a b_w + b_a + b_w + log2 n k^2) per pixel
+    eq27 = 32 * 16 * 9 * (8 * 4 + 8 + 4 + math.log2(16 * 9))
+    assert cost.layer_bops(3, {8: 16}, {4: 32}, 1, 1) == pytest.approx(eq27)
+    # filters of two bitwidths cost the sum of their shares
+    mixed = cost.layer_bops(3, {8: 16}, {4: 16, 2: 16}, 1, 1)
+    assert mixed == pytest.approx(cost.layer_bops(3, {8: 16}, {4: 16}, 1, 1) + cost.layer_bops(3, {8: 16}, {2: 16}, 1, 1))
+
+
+def test_unas_hinge_is_zero_under_the_target_and_linear_over_it():
+    target = 1000.0
+    assert hinge_penalty(torch.tensor([500.0, 999.0]), target) == 0
+    assert hinge_penalty(torch.tensor([1500.0]), target) == pytest.approx(0.5)
+    assert hinge_penalty(torch.tensor([900.0, 1200.0]), target) == pytest.approx(0.1)  # mean over samples
+    latency = torch.tensor([1200.0], requires_grad=True)
+    hinge_penalty(latency, target).backward()
+    assert latency.grad.item() == pytest.approx(1 / target)
+
+
+def test_latency_table_interpolates_measured_widths():
+    table = cost.LatencyTable({"conv": {0.5: 250.0, 1.0: 1000.0}, "dw": {0.5: 60.0, 1.0: 100.0}}, fixed=40.0)
+    assert table.layer("conv", 0.5, 1.0) == 500.0  # half the filters reading every channel: half the full work
+    assert table.layer("dw", 0.5, depthwise=True) == 60.0
+    z = torch.tensor([[0.25, 0.75]])  # expected cycles over the options, widths in the table's order
+    relaxed = table.relaxed_layer("conv", z, torch.tensor([0.875]), 0.875)
+    assert relaxed.item() == pytest.approx(0.25 * 250 + 0.75 * 1000)
+
+
+def test_power_laws_fit_and_tau_meets_the_budget():
+    alpha, beta = np.array([0.2, 0.05, 0.5]), np.array([1.1, 1.3, 0.9])
+    taus = np.linspace(50, 500, 12)
+    fitted_alpha, fitted_beta = fit_power_laws(taus, alpha * taus[:, None] ** beta)
+    np.testing.assert_allclose(fitted_alpha, alpha, rtol=1e-6)
+    np.testing.assert_allclose(fitted_beta, beta, rtol=1e-6)
+
+    channels_in = np.array([3.0, 1.0, 1.0])
+
+    def parameters(filters):  # a chain of dense layers: each reads the previous one's filters
+        inputs = np.concatenate([[channels_in[0]], filters[:-1]])
+        return float(np.sum(inputs * filters * 9))
+
+    budget = 20_000.0
+    tau = scale_to_budget(alpha, beta, parameters, budget, tau=500.0)
+    assert parameters(alpha * tau ** beta) == pytest.approx(budget, rel=1e-3)
+    assert scale_to_budget(alpha, beta, parameters, 2 * budget, tau=500.0) > tau  # a larger budget, a larger scale
+
+
+@pytest.mark.slow
+def test_peers_run_through_the_harness(tmp_path):
+    out = tmp_path / "out"
+    config = _config(tmp_path, TINY_SEARCH.replace('strategies = ["udc", "random"]',
+                                                   'strategies = ["zur", "unas", "neuralscale"]')
+                     + "[zur]\nzur_configurations = 2\n[neuralscale]\nneuralscale_batches = 2\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["run", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    with Store.for_output_dir(out) as store:
+        rows = {r["strategy"]: r for r in store.measurements(store.latest_run_id())}
+    assert set(rows) == {"zur", "unas", "neuralscale"}
+    for row in rows.values():
+        assert row["status"] == "ok" and row["extra"]["search"]["constraint_met"]
+    assert rows["zur"]["extra"]["search"]["bops"] > 0
+    assert rows["unas"]["extra"]["search"]["latency_table_cycles"] > 0
+    assert len(rows["neuralscale"]["extra"]["search"]["neuralscale_fit"]["beta"]) > 3
