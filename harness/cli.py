@@ -92,11 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--eval-samples", type=int, default=0, help="test images for accuracy (0 = all, the default)")
     measure.add_argument("--json", action="store_true", help="print one JSON object per model on stdout")
     measure.add_argument("--force", action="store_true", help="re-measure even when the store has this measurement")
+    measure.add_argument("--repeat", type=int, default=1,
+                         help="measure each model N times (samples for 'regress'; repeats always re-measure)")
+
+    regress = commands.add_parser("regress", help="compare runs metric by metric; exit 1 on any regression")
+    _common(regress)
+    regress.add_argument("--baseline", help="run id(s), e.g. 12 or 12,13,14, or a baseline file from --update-baseline")
+    regress.add_argument("--candidate", help="run id(s) to judge (default: the latest run)")
+    regress.add_argument("--junit", type=Path, help="also write the verdicts as JUnit XML")
+    regress.add_argument("--update-baseline", type=Path, metavar="FILE",
+                         help="write the candidate runs' samples to FILE as the new baseline (no comparison)")
+    regress.add_argument("--config", type=Path, help="TOML config; [regress] sets thresholds per metric and alpha")
 
     report = commands.add_parser("report", help="write the markdown report and plots for stored measurements")
     _common(report)
     report.add_argument("--run", type=int, help="run id (default: the latest run)")
     report.add_argument("--all", action="store_true", help="every stored measurement instead of one run")
+    report.add_argument("--since", help="measurements made on or after DATE (YYYY-MM-DD or an ISO time, UTC)")
+    report.add_argument("--html", action="store_true", help="also write a self-contained report.html")
 
     tables = commands.add_parser("tables", help="regenerate the UDC paper's tables (markdown + CSV)")
     _common(tables)
@@ -115,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         warnings.showwarning = _show_warning
-        return {"run": _run, "search": _search, "measure": _measure, "report": _report, "tables": _tables,
-                "doctor": _doctor}[args.command](args)
+        return {"run": _run, "search": _search, "measure": _measure, "regress": _regress, "report": _report,
+                "tables": _tables, "doctor": _doctor}[args.command](args)
     except (HarnessError, UsageError) as exc:
         if debug:
             raise
@@ -258,10 +271,14 @@ def _measure(args) -> int:
         run_id = store.start_run("measure", {"candidates": [str(p) for p in args.candidate],
                                              "tflite": [str(p) for p in args.tflite], "target": target.name,
                                              "settings": target.settings()}, pipeline.provenance)
+        if args.repeat < 1:
+            raise UsageError(f"--repeat {args.repeat} must be at least 1")
         jobs = [(pipeline.measure_candidate, c) for c in candidates] + [(pipeline.measure_tflite, p) for p in args.tflite]
+        jobs = [(repeat, *job) for repeat in range(args.repeat) for job in jobs]
         status = "failed"
         try:
-            for measure, item in progress(jobs, len(jobs), "measure", args.quiet or args.json):
+            for repeat, measure, item in progress(jobs, len(jobs), "measure", args.quiet or args.json):
+                pipeline.force = args.force or repeat > 0
                 record = measure(item, run_id)
                 store.link(run_id, record["id"])
                 failed += record.get("status") != "ok"
@@ -302,12 +319,77 @@ def _text_record(record: dict) -> str:
     return "\n".join(parts)
 
 
+def _regress(args) -> int:
+    from harness.config import load_config
+    from results.regress import HEADERS, compare, junit_xml, read_baseline, samples_from_rows, write_baseline
+    from results.report import markdown_table
+
+    settings = load_config(args.config)["regress"]
+    alpha = settings.pop("alpha")
+    out_dir = _out_dir(args)
+    with _open_store(args, out_dir) as store:
+        latest = samples_from_rows(_rows_of_runs(store, args.candidate, "--candidate"))
+        if args.update_baseline:
+            print(f"baseline written: {write_baseline(latest, args.update_baseline)}")
+            return 0
+        if not args.baseline:
+            raise UsageError("give --baseline RUN[,RUN...] or a baseline file (or --update-baseline FILE to write one)")
+        baseline_path = Path(args.baseline)
+        baseline = (read_baseline(baseline_path) if baseline_path.is_file()
+                    else samples_from_rows(_rows_of_runs(store, args.baseline, "--baseline")))
+    verdicts, warnings_ = compare(baseline, latest, settings, alpha)
+    for line in warnings_:
+        print(f"warning: {line}", file=sys.stderr)
+    print(markdown_table(HEADERS, [v.row() for v in verdicts], right=(4, 5, 6, 7)))
+    counts = {name: sum(v.verdict == name for v in verdicts) for name in ("REGRESSED", "IMPROVED", "UNCHANGED")}
+    print("\n" + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    if args.junit:
+        junit_xml(verdicts, args.junit)
+    return 1 if counts["REGRESSED"] else 0
+
+
+def _rows_of_runs(store, spec: str | None, flag: str) -> list[dict]:
+    """The measurements of runs ``12`` or ``12,13,14`` (default: the latest run), each row once."""
+    if spec is None:
+        latest = store.latest_run_id()
+        if latest is None:
+            raise UsageError("the store has no runs yet; run 'python -m harness run' first")
+        ids = [latest]
+    else:
+        try:
+            ids = [int(part) for part in spec.split(",") if part.strip()]
+        except ValueError:
+            raise UsageError(f"{flag} {spec!r}: give run ids like 12 or 12,13,14, or a baseline file that exists") from None
+    known = {run["id"] for run in store.runs()}
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise UsageError(f"{flag}: no run {missing[0]} in the store; list runs with 'python -m harness report --all'")
+    rows, seen = [], set()
+    for run_id in ids:
+        for row in store.measurements(run_id):
+            if row["id"] not in seen:
+                seen.add(row["id"])
+                rows.append(row)
+    return rows
+
+
 def _report(args) -> int:
-    from results.report import write_report
+    import datetime as dt
+
+    from results.report import write_html, write_report
 
     out_dir = _out_dir(args)
     with _open_store(args, out_dir) as store:
-        if args.all:
+        if args.since:
+            try:
+                since = dt.datetime.fromisoformat(args.since)
+            except ValueError:
+                raise UsageError(f"--since {args.since!r} is not a date; write it like 2026-11-01 or 2026-11-01T18:00") from None
+            rows, name = store.measurements(since=since), f"since-{since:%Y%m%dT%H%M}"
+            title = f"UDC harness report: measurements since {since:%Y-%m-%d %H:%M} UTC"
+            if not rows:
+                raise UsageError(f"no measurements since {args.since}; try an earlier date or --all")
+        elif args.all:
             rows, name, title = store.measurements(), "all", "UDC harness report: all measurements"
         else:
             run_id = args.run or store.latest_run_id()
@@ -318,6 +400,8 @@ def _report(args) -> int:
                 raise UsageError(f"run {run_id} has no measurements; list runs with 'python -m harness report --all'")
         path = write_report(rows, out_dir / "reports" / name, title=title)
     print(path)
+    if args.html:
+        print(write_html(path))
     return 0
 
 

@@ -24,6 +24,10 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                "anneal_fraction": (_NUMBER,), "seed": (int,)},
     "measure": {"eval_samples": (int,), "calibration_samples": (int,), "allow_cpu_ops": (bool,)},
     "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
+    # thresholds of 'regress': relative for sizes and latency, absolute (a fraction) for accuracy
+    "regress": {"flash_bytes": (_NUMBER,), "sram_bytes": (_NUMBER,), "npu_cycles": (_NUMBER,),
+                "total_cycles": (_NUMBER,), "instructions": (_NUMBER,), "latency_s": (_NUMBER,),
+                "accuracy_int8": (_NUMBER,), "alpha": (_NUMBER,)},
 }
 
 RUN_STRATEGIES = ("uniform", "udc", "dnas", "random", "zur", "unas", "neuralscale")
@@ -35,6 +39,7 @@ DEFAULTS: dict[str, dict] = {
     "search": {"supernet": "mbv2", "bits": [8, 4, 2], "nonzero": [1.0, 0.5, 0.2], "seed": 0},
     "measure": {"calibration_samples": 200, "allow_cpu_ops": False},
     "vela": {},
+    "regress": {"alpha": 0.05},
     "udc": {},
     **{peer: {} for peer in PEER_SECTIONS},
 }

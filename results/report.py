@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 ACCURACY_PLOT = "accuracy_vs_flash.png"
 SIZE_PLOT = "size_figures.png"
 NORM_PLOT = "weight_norm.png"
+DECISIONS_PLOT = "decisions.png"
 MISSING = "—"
 DPI = 120
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
@@ -346,6 +347,31 @@ def _weight_norm_plot(rows: list[dict], path: Path) -> None:
     _save(figure, path)
 
 
+def _decisions_plot(rows: list[dict], path: Path) -> None:
+    """Bits, nonzero fraction and width per layer of each searched candidate (the paper's Figs. 9-11);
+    a skipped layer (identity) is drawn at 0."""
+    figure = _new_figure(9.0, 7.0)
+    styles = _styles(_name(r) for r in rows)
+    layers = list(_search_of(rows[0])["decisions"])
+    for panel, (axis, label) in enumerate((("bits", "weight bits"), ("nonzero", "nonzero fraction s"),
+                                           ("width", "width fraction rho")), start=1):
+        axes = figure.add_subplot(3, 1, panel)
+        for row in rows:
+            decisions = _search_of(row)["decisions"]
+            values = [0.0 if decisions.get(layer, {}).get("op") == "identity" else decisions.get(layer, {}).get(axis)
+                      for layer in layers]
+            marker, colour = styles[_name(row)]
+            axes.plot(range(len(layers)), [math.nan if v is None else v for v in values], marker=marker, color=colour,
+                      label=_name(row), linewidth=1)
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.set_xticks(range(len(layers)))
+        axes.set_xticklabels(layers if panel == 3 else [], rotation=60, fontsize=7)
+    figure.axes[0].legend(fontsize=7, ncol=3)
+    figure.axes[0].set_title("Per-layer decisions of the searched candidates (identity = 0)")
+    _save(figure, path)
+
+
 def _search_section(rows: list[dict], out_dir: Path) -> list[str]:
     """Searched candidates with their budget verdicts, and per budget each strategy's best beside the
     uniform candidate whose size bound is nearest the budget."""
@@ -372,6 +398,12 @@ def _search_section(rows: list[dict], out_dir: Path) -> list[str]:
             table.append([f"{budget / 1000:g}", strategy, _name(row), _kib(row.get("flash_bytes")),
                           f"{(_num(row.get('rhs_bound_bytes')) or 0) / 1000:.2f}", _pct(row.get("accuracy_int8"))])
     lines += ["### Strategies at each budget", "", markdown_table(header, table, right=(0, 3, 4, 5)), ""]
+    with_decisions = [r for r in searched if _search_of(r).get("decisions")]
+    if with_decisions:
+        _decisions_plot(with_decisions, out_dir / DECISIONS_PLOT)
+        lines += ["### Per-layer decisions", "", f"![Per-layer decisions]({DECISIONS_PLOT})", ""]
+    else:
+        (out_dir / DECISIONS_PLOT).unlink(missing_ok=True)
     compared = [r for r in searched if (_search_of(r).get("weight_norm") or {}).get("trajectory_plain")]
     if compared:
         _weight_norm_plot(compared, out_dir / NORM_PLOT)
@@ -466,3 +498,76 @@ def write_report(rows: list[dict], out_dir: Path, title: str = "UDC harness repo
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
     return path
+
+
+# -- HTML ---------------------------------------------------------------------------------------------------
+
+HTML_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+              "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}th,td{border:1px solid #ccc;"
+              "padding:2px 6px}th{background:#f3f3f3}td.r{text-align:right}img{max-width:100%}"
+              "code{background:#f3f3f3;padding:0 3px}")
+
+
+def write_html(markdown_path: Path) -> Path:
+    """``report.html`` beside ``report.md``: the same content, self-contained (PNGs embedded as base64),
+    readable in any browser or CI artifact viewer."""
+    import base64
+    import html
+    import re
+
+    markdown_path = Path(markdown_path)
+    lines = markdown_path.read_text(encoding="utf-8").splitlines()
+    body: list[str] = []
+    index = 0
+
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("!["):
+            alt, source = re.match(r"!\[(.*)\]\((.*)\)", line).groups()
+            image = markdown_path.parent / source
+            data = base64.b64encode(image.read_bytes()).decode() if image.is_file() else ""
+            body.append(f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>')
+        elif line.startswith("|"):
+            rows = []
+            while index < len(lines) and lines[index].startswith("|"):
+                rows.append(lines[index])
+                index += 1
+            body.append(_html_table(rows, inline))
+            continue
+        elif line.startswith("- "):
+            items = []
+            while index < len(lines) and lines[index].startswith("- "):
+                items.append(f"<li>{inline(lines[index][2:])}</li>")
+                index += 1
+            body.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+        index += 1
+    title = next((line.lstrip("# ") for line in lines if line.startswith("# ")), "UDC harness report")
+    path = markdown_path.with_suffix(".html")
+    path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+                    f"<style>{HTML_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n",
+                    encoding="utf-8")
+    return path
+
+
+def _html_table(rows: list[str], inline: Callable[[str], str]) -> str:
+    import re
+
+    def cells(row: str) -> list[str]:
+        return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
+
+    header, alignment, data = cells(rows[0]), cells(rows[1]), [cells(r) for r in rows[2:]]
+    right = [a.endswith(":") for a in alignment]
+    head = "".join(f"<th>{inline(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td{" class=r" if r else ""}>{inline(c)}</td>' for c, r in zip(row, right))
+                   + "</tr>" for row in data)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

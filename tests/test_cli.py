@@ -1,6 +1,7 @@
 """The command line as a user meets it: JSON output, the cache, and one clear line per bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,18 @@ def test_search_bad_input_is_one_line_and_exit_2(capsys, tmp_path, arguments, co
     assert code == 2, stderr
     assert message in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "search").exists()
+
+
+def test_report_since_a_date_writes_html(capsys, tmp_path):
+    from tests.test_regress import _store_runs
+
+    out = tmp_path / "out"
+    _store_runs(out, [[1000], [1200]])
+    code, stdout, _ = run_cli(capsys, "report", "--out", out, "--since", "2000-01-01", "--html")
+    assert code == 0
+    markdown, page = (Path(line) for line in stdout.split())
+    assert markdown.name == "report.md" and page.name == "report.html" and page.read_text().count("<tr>") >= 2
+    code, _, stderr = run_cli(capsys, "report", "--out", out, "--since", "2999-01-01")
+    assert code == 2 and "no measurements since 2999-01-01" in stderr
+    code, _, stderr = run_cli(capsys, "report", "--out", out, "--since", "yesterday")
+    assert code == 2 and "is not a date" in stderr

@@ -157,7 +157,10 @@ def _searched_row(name, strategy, budget, accuracy, met=True, ablation=None):
     search = {"budget_bytes": budget, "size_bits": 7.5 * budget, "constraint_met": met, "constraint_met_argmax": met,
               "repair_moves": [] if met else ["b1_expand:bits 8->6"], "timings_s": {"search_s": 60.0, "finetune_s": 30.0},
               "weight_norm": {"before": 50.0, "after_qhat": 52.0, "after_plain": 71.0,
-                              "trajectory_qhat": [[0, 50.0], [10, 52.0]], "trajectory_plain": [[0, 50.0], [10, 71.0]]}}
+                              "trajectory_qhat": [[0, 50.0], [10, 52.0]], "trajectory_plain": [[0, 50.0], [10, 71.0]]},
+              "decisions": {"stem": {"bits": 8, "nonzero": 1.0, "width": 1.0, "op": "conv"},
+                            "b3_expand": {"bits": 4, "nonzero": 0.5, "width": 0.5, "op": "identity"},
+                            "fc": {"bits": 6, "nonzero": 0.7, "width": 1.0, "op": "dense"}}}
     if ablation:
         search["ablation"] = {"table": "table3", "row": ablation, "rejection": True, "mc_samples": False,
                               "projection": True, "lambda_tuning": False}
@@ -182,5 +185,16 @@ def test_report_compares_strategies_at_each_budget(tmp_path):
     assert [line.split("|")[2].strip() for line in lines] == ["random", "udc", "uniform (nearest size)"]
     assert "udc-mbv2-24kB" in lines[1] and "uniform-mbv2-b4-s50" in lines[2]
     assert "![Weight norm](weight_norm.png)" in text and (tmp_path / "weight_norm.png").stat().st_size > 1000
+    assert "![Per-layer decisions](decisions.png)" in text and (tmp_path / "decisions.png").stat().st_size > 1000
     ablation = text.split("### Ablation (the UDC paper's Table 3)")[1]
     assert "| projection" in ablation and "NO" in ablation
+
+
+def test_html_report_is_self_contained(tmp_path):
+    from results.report import write_html
+
+    rows = [_searched_row("udc-mbv2-24kB", "udc", 24000, 0.85)]
+    page = write_html(write_report(rows, tmp_path)).read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Searches under a size budget</h2>" in page
+    assert page.count('src="data:image/png;base64,') >= 3 and "src=\"accuracy" not in page
+    assert "<td class=r>85.00</td>" in page and "<th>candidate</th>" in page
