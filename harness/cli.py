@@ -113,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tables = commands.add_parser("tables", help="regenerate the UDC paper's tables (markdown + CSV)")
     _common(tables)
-    tables.add_argument("--only", choices=["table2"], default="table2",
-                        help="table2: L_E under Gumbel-softmax, projection and rejection sampling (computed, no training)")
+    tables.add_argument("--paper", choices=["udc"], default="udc", help="the paper whose tables to regenerate (udc)")
+    tables.add_argument("--only", choices=["table2", "table3", "table4", "table6", "table7"],
+                        help="one table: table2 (computed, no training), table3 (ablation runs), table4 (sizes), "
+                             "table6/table7 (ours beside the paper's cited peers); default: all")
     tables.add_argument("--seed", type=int, default=0, help="seed of the fixed pi and the Monte-Carlo samples")
 
     doctor = commands.add_parser("doctor", help="list tools, datasets and targets with their status")
@@ -406,21 +408,17 @@ def _report(args) -> int:
 
 
 def _tables(args) -> int:
-    import csv
+    from results.tables import paper_tables
 
-    from search.table2 import format_table2, table2
-
-    rows = table2(seed=args.seed)
-    directory = _out_dir(args) / "tables"
-    directory.mkdir(parents=True, exist_ok=True)
-    markdown = format_table2(rows)
-    (directory / "table2.md").write_text(markdown + "\n")
-    with open(directory / "table2.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(markdown)
-    print(f"\nwritten: {directory / 'table2.md'}, {directory / 'table2.csv'}", file=sys.stderr)
+    out_dir = _out_dir(args)
+    with _open_store(args, out_dir) as store:
+        rows = store.measurements()
+    written = []
+    for table in paper_tables(rows, seed=args.seed):
+        if args.only in (None, table.name):
+            print(table.markdown())
+            written += table.write(out_dir / "tables")
+    print(f"written: {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
 
 

@@ -102,7 +102,7 @@ class Pipeline:
             return cached
         meta = candidate.spec.get("meta", {})
         base = {"candidate_hash": content_hash, "candidate_name": candidate.name, "strategy": meta.get("strategy"),
-                "accuracy_float": meta.get("accuracy_float")}
+                "accuracy_float": meta.get("accuracy_float"), "dataset": meta.get("dataset")}
         searched = {key: meta[key] for key in SEARCH_META if key in meta}
         if searched:
             base["search"] = searched

@@ -1,0 +1,39 @@
+"""`tables --paper udc`: ours from the store beside the paper's cited numbers, and a named command
+for every table whose runs are missing."""
+
+from results.tables import PAPER_TABLE3, paper_tables, table3, table4
+from search.strategy.ablation import TABLE3_ROWS
+from tests.test_report import _searched_row
+
+
+def _ablation_row(name, accuracy, met):
+    row = _searched_row(f"table3-{name}-mbv2-24kB", "udc", 24000, accuracy, met=met, ablation=name)
+    row["extra"]["search"]["ablation"].update(zip(("rejection", "mc_samples", "projection", "lambda_tuning"),
+                                                  TABLE3_ROWS[name]))
+    return row
+
+
+def test_table3_lists_ablation_rows_in_the_papers_order_beside_its_numbers():
+    table = table3([_ablation_row("full-udc", 0.85, True), _ablation_row("vanilla-dnas", 0.80, False)])
+    assert [row[0] for row in table.rows] == ["vanilla-dnas", "full-udc"]
+    vanilla, full = table.rows
+    assert vanilla[1:5] == ["", "", "", ""] and full[1:5] == ["✓", "✓", "✓", "✓"]
+    assert vanilla[6] == "NO" and full[7] == "85.00"
+    assert vanilla[-1] == PAPER_TABLE3[0] == "*" and full[-1] == "79.24"
+
+
+def test_missing_runs_name_the_command_and_cited_rows_stay_marked(tmp_path):
+    tables = {t.name: t for t in paper_tables([], seed=0)}
+    assert "python -m harness run --ablation table3" in tables["table3"].markdown()
+    assert "python -m harness run --dataset cifar100" in tables["table6"].markdown()
+    assert all(row[1].startswith("cited:") for row in tables["table6"].rows)
+    assert "| 0.66 | 0.036 (paper 0.04)" in tables["table2"].markdown()
+    paths = tables["table4"].write(tmp_path)
+    assert paths[1].read_text().splitlines()[0].startswith("model,source,original")
+
+
+def test_table4_gives_our_sizes_with_the_flash_ratio():
+    row = {"status": "ok", "candidate_name": "udc-mbv2-24kB", "target": "vela", "original_weight_bytes": 47140,
+           "rhs_bound_bytes": 23270, "coded_mask_bytes": 23460, "flash_bytes": 40510}
+    ours = table4([row]).rows[0]
+    assert ours[:2] == ["udc-mbv2-24kB", "ours, vela (KB)"] and ours[3] == "23.27" and ours[5] == "40.51 (1.16x)"
