@@ -192,6 +192,8 @@ class Store:
             parsed = make_url(url)
         except exc.ArgumentError as error:
             raise UsageError(f"{url!r} is not a database URL; pass one like sqlite:///path/results.sqlite") from error
+        if parsed.drivername == "postgresql":  # psycopg 3, not SQLAlchemy's default psycopg2
+            parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed
         self._label = parsed.render_as_string(hide_password=True)
         self._sqlite = parsed.get_backend_name() == "sqlite"
@@ -276,6 +278,8 @@ class Store:
 
     def _create_schema(self) -> None:
         with self._write_engine.begin() as connection:
+            if connection.dialect.name == "postgresql":  # hosts of a farm may open a fresh store together
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7355608)")
             existing = set(inspect(connection).get_table_names())
             for table in (Run.__table__, Measurement.__table__):
                 if table.name in existing:
