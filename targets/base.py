@@ -43,7 +43,8 @@ class Target(ABC):
         """Figures of the prepared model, keyed by the store's column names."""
 
     def close(self) -> None:
-        """Release processes, ports and files; safe to call twice."""
+        """Release processes, ports and files; safe to call twice. Targets holding none keep this."""
+        return None
 
     def __enter__(self):
         return self

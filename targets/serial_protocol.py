@@ -1,0 +1,130 @@
+"""The host side of the benchmark firmware's serial protocol (MLPerf Tiny's strings plus our m- counter
+lines, firmware/core/benchmark.c), written once and used by every serial target over any byte link:
+a TCP socket to QEMU's or the FVP's UART, or a serial port to a board.
+
+Every fault becomes one ProtocolError line: garbled bytes, silence past the timeout, a closed link
+(target exited or killed), a target that resets (m-init-done mid-command), an e-[...] reply.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+HEX_CHUNK_BYTES = 1024  # per "db HEX%" command: 2 KB of hex, inside the firmware's 4 KB command buffer
+
+
+class ProtocolError(HarnessError):
+    """The target's replies broke the protocol; the message says how."""
+
+
+class SerialLink:
+    """Commands and replies over ``read(n) -> bytes`` (b"" when closed; raises TimeoutError on silence)
+    and ``write(bytes)``."""
+
+    def __init__(self, read, write, timeout_s: float = 10.0, label: str = "target"):
+        self._read, self._write, self.timeout_s, self.label = read, write, timeout_s, label
+        self._buffer = b""
+
+    @classmethod
+    def over_socket(cls, connection: socket.socket, timeout_s: float = 10.0, label: str = "target") -> "SerialLink":
+        connection.settimeout(timeout_s)
+        return cls(connection.recv, connection.sendall, timeout_s, label)
+
+    @classmethod
+    def over_serial(cls, port, timeout_s: float = 10.0, label: str = "target") -> "SerialLink":
+        """A pyserial port; its own timeout makes a silent read return b"" (turned into TimeoutError)."""
+        port.timeout = timeout_s
+
+        def read(size: int) -> bytes:
+            data = port.read(max(1, port.in_waiting or 1))
+            if not data:
+                raise TimeoutError
+            return data
+
+        return cls(read, port.write, timeout_s, label)
+
+    def read_line(self, deadline: float) -> str:
+        while b"\n" not in self._buffer:
+            if time.monotonic() > deadline:
+                raise ProtocolError(f"{self.label}: no reply within {self.timeout_s:g} s (silent target)")
+            try:
+                chunk = self._read(4096)
+            except (TimeoutError, socket.timeout):
+                raise ProtocolError(f"{self.label}: no reply within {self.timeout_s:g} s (silent target)") from None
+            except OSError as error:
+                raise ProtocolError(f"{self.label}: link failed ({error.strerror or error})") from None
+            if not chunk:
+                raise ProtocolError(f"{self.label}: link closed mid-reply (the target exited or was killed)")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            line = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{self.label}: garbled bytes on the link: {raw[:40]!r}") from None
+        if line and not re.fullmatch(r"[me]-[\x20-\x7e]*", line):
+            raise ProtocolError(f"{self.label}: garbled line on the link: {line[:60]!r}")
+        return line
+
+    def wait_ready(self, during: str = "boot") -> list[str]:
+        """Lines up to m-ready; an e-[...] line raises after the m-ready that follows it."""
+        deadline = time.monotonic() + self.timeout_s
+        lines, error = [], None
+        while True:
+            line = self.read_line(deadline)
+            if not line:
+                continue
+            if line == "m-init-done" and during != "boot":
+                raise ProtocolError(f"{self.label}: the target reset during '{during}'")
+            if line.startswith("e-"):
+                error = error or line[2:].strip("[]")
+            if line == "m-ready":
+                break
+            lines.append(line)
+        if error:
+            raise ProtocolError(f"{self.label}: '{during}' failed on the target: {error}")
+        return lines
+
+    def command(self, text: str) -> list[str]:
+        self._write(f"{text}%".encode("ascii"))
+        return self.wait_ready(text.split(" ")[0] if not text.startswith("db ") else "db")
+
+    # -- the benchmark steps
+
+    def profile(self) -> dict:
+        lines = self.command("profile")
+        figures = {}
+        for line in lines:
+            match = re.fullmatch(r"m-(input|output|arena)-bytes-(\d+)", line)
+            if match:
+                figures[f"{match.group(1)}_bytes"] = int(match.group(2))
+            elif line.startswith("m-model-["):
+                figures["model"] = line[len("m-model-["):-1]
+        return figures
+
+    def load_input(self, data: bytes) -> None:
+        self.command(f"db load {len(data)}")
+        for start in range(0, len(data), HEX_CHUNK_BYTES):
+            self.command(f"db {data[start:start + HEX_CHUNK_BYTES].hex()}")
+
+    def infer(self, runs: int = 1, warmups: int = 0) -> dict:
+        lines = self.command(f"infer {runs} {warmups}")
+        figures = {}
+        for line in lines:
+            match = re.fullmatch(r"m-(lap-us|instructions)-(\d+)", line)
+            if match:
+                figures["lap_us" if match.group(1) == "lap-us" else "instructions"] = int(match.group(2))
+        if "instructions" not in figures:
+            raise ProtocolError(f"{self.label}: 'infer' replied without its m-instructions line")
+        return figures
+
+    def results(self) -> np.ndarray:
+        for line in self.command("results"):
+            if line.startswith("m-results-["):
+                return np.array([int(v) for v in line[len("m-results-["):-1].split(",") if v], dtype=np.int8)
+        raise ProtocolError(f"{self.label}: 'results' replied without an m-results line")

@@ -1,0 +1,62 @@
+"""The benchmark firmware built without TFLM and run on QEMU's mps3-an547: real firmware, real
+emulator. Skips with the reason where the cross compiler or QEMU is not installed."""
+
+import shutil
+
+import pytest
+
+from harness import firmware
+from targets.qemu_an547 import QemuSession
+from targets.serial_protocol import ProtocolError
+
+pytestmark = pytest.mark.skipif(
+    bool(firmware.missing_tools()) or shutil.which("qemu-system-arm") is None,
+    reason=f"{firmware.missing_tools() or 'qemu-system-arm not found'} (apt-get install gcc-arm-none-eabi "
+           "libnewlib-arm-none-eabi qemu-system-arm cmake)")
+
+
+@pytest.fixture(scope="module")
+def elf(tmp_path_factory):
+    return firmware.build(tmp_path_factory.mktemp("firmware") / "an547")
+
+
+def test_no_model_firmware_speaks_the_protocol_on_qemu(elf):
+    with QemuSession(elf) as session:
+        assert session.boot_lines == ["m-init-done"]
+        assert session.link.command("name") == ["m-name-dut-[udc-harness an547]"]
+        assert session.link.profile() == {"model": "none", "input_bytes": 0, "output_bytes": 0, "arena_bytes": 0}
+        session.link.load_input(bytes(range(256)) * 5)  # 1280 bytes: two db chunks
+        with pytest.raises(ProtocolError, match="'infer' failed on the target: no model in this firmware"):
+            session.link.infer(runs=3, warmups=1)
+        with pytest.raises(ProtocolError, match="unknown command: bogus"):
+            session.link.command("bogus")
+        with pytest.raises(ProtocolError, match="'db' failed on the target: not a hex digit"):
+            session.link.command("db zz")
+        assert session.exit(7) == 7  # semihosting exit: QEMU's status is the firmware's
+
+
+def test_a_killed_emulator_is_a_closed_link_and_no_orphan_remains(elf):
+    session = QemuSession(elf, timeout_s=5)
+    session.process.kill()
+    with pytest.raises(ProtocolError, match="link closed|link failed"):
+        session.link.command("name")
+    session.close()
+    assert session.process.poll() is not None
+
+
+def test_flash_and_ram_come_from_the_linked_elf(elf):
+    figures = firmware.memory_figures(elf)
+    breakdown = figures["flash_breakdown"]
+    assert breakdown["code"] > 1000 and breakdown["model"] == 0  # no model in this build
+    assert figures["flash_bytes"] == sum(breakdown.values())
+    assert figures["ram_bytes"] >= 128 * 1024  # heap and stack reserve 64 KiB each
+
+
+def test_an_image_too_big_for_its_region_is_refused_at_link_time(tmp_path):
+    from harness.errors import HarnessError
+
+    model = tmp_path / "model_huge.c"  # a 20 MB "model" for the 16 MB DDR region
+    model.write_text((firmware.FIRMWARE_DIR / "core" / "model_none.c").read_text()
+                     + '__attribute__((section(".model"), used)) static const unsigned char model_data[20 << 20] = {1};\n')
+    with pytest.raises(HarnessError, match=r"does not fit the DDR region: \d+ bytes too many"):
+        firmware.build(tmp_path / "big", model_source=model)
