@@ -31,9 +31,11 @@ def missing_tools() -> str | None:
     return f"{', '.join(absent)} not found on PATH; install with: apt-get install {packages}"
 
 
-def build(build_dir: Path, platform: str = "an547", model_source: Path | None = None) -> Path:
+def build(build_dir: Path, platform: str = "an547", model_source: Path | None = None, tflm_root: Path | None = None,
+          tflm_library: Path | None = None, model_data: Path | None = None) -> Path:
     """Configure and build the firmware for ``platform`` in ``build_dir`` (with ``model_source`` as the
-    model side, default none); the ELF's path."""
+    model side, default none; a TFLM model side also needs the checkout, its library and the generated
+    model data); the ELF's path."""
     reason = missing_tools()
     if reason:
         raise HarnessError(f"cannot build firmware: {reason}")
@@ -41,6 +43,8 @@ def build(build_dir: Path, platform: str = "an547", model_source: Path | None = 
     configure = ["cmake", "-S", str(FIRMWARE_DIR), "-B", str(build_dir), f"-DPLATFORM={platform}",
                  f"-DCMAKE_TOOLCHAIN_FILE={FIRMWARE_DIR / 'cmake' / 'arm-none-eabi.cmake'}", "-DCMAKE_BUILD_TYPE=Release",
                  f"-DMODEL_SOURCE={model_source or FIRMWARE_DIR / 'core' / 'model_none.c'}"]
+    if tflm_root is not None:
+        configure += [f"-DTFLM_ROOT={tflm_root}", f"-DTFLM_LIBRARY={tflm_library}", f"-DMODEL_DATA={model_data}"]
     for step in (configure, ["cmake", "--build", str(build_dir), "--parallel", "2"]):
         result = subprocess.run(step, capture_output=True, text=True)
         if result.returncode:
@@ -53,8 +57,11 @@ def _build_error(output: str) -> str:
     if overflow:
         return (f"the image does not fit the {overflow.group(1)} region: {overflow.group(2)} bytes too many; "
                 "use a smaller model or a platform with more memory")
-    errors = [line for line in output.splitlines() if "error" in line.lower()]
-    return (errors or output.strip().splitlines() or ["no output"])[0].strip()
+    lines = output.splitlines()
+    # the first undefined symbol or compiler error says more than the linker's closing summary
+    errors = [line for line in lines if "undefined reference" in line or "error:" in line and "collect2" not in line]
+    errors += [line for line in lines if "error" in line.lower()]
+    return (errors or output.strip().splitlines() or ["no output"])[0].strip()[:300]
 
 
 def section_sizes(elf: Path) -> dict[str, int]:

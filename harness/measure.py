@@ -94,6 +94,15 @@ def measure_model(tflite: bytes, info: TFLiteInfo, target: Target, workdir, labe
                   test_labels: np.ndarray | None = None, allow_cpu_ops: bool = False) -> dict:
     """Run one int8 model through ``target``; return the record (without provenance)."""
     started = time.perf_counter()
+    try:
+        return _measure_prepared(tflite, info, target, workdir, label, candidate, test_images, test_labels,
+                                 allow_cpu_ops, started)
+    finally:
+        target.close()  # an emulator or a serial port is not left behind, whatever happened
+
+
+def _measure_prepared(tflite, info, target, workdir, label, candidate, test_images, test_labels, allow_cpu_ops,
+                      started) -> dict:
     target.prepare(tflite, workdir, label)
     counters = target.counters()
     cpu_operators = counters.get("cpu_operators") or []

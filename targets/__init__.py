@@ -7,6 +7,7 @@ from targets.base import Target
 
 TARGETS = {
     "vela": "Vela estimator for the Ethos-U55 + host TFLM interpreter for outputs (works everywhere)",
+    "qemu-an547": "TFLM firmware on QEMU's Cortex-M55 (mps3-an547): ELF Flash, instructions, bit-exact outputs",
 }
 
 
@@ -15,4 +16,8 @@ def get_target(name: str, **options) -> Target:
         from targets.vela import VelaTarget
 
         return VelaTarget(**options)
+    if name == "qemu-an547":
+        from targets.qemu_an547 import QemuAn547Target
+
+        return QemuAn547Target(**options)
     raise UsageError(f"unknown target {name!r}; choose one of: {', '.join(TARGETS)}")

@@ -31,6 +31,17 @@ static void reply(const char *format, ...) {
     put("\r\n");
 }
 
+/* newlib-nano's printf has no %llu */
+static const char *decimal(uint64_t value, char digits[24]) {
+    char *end = digits + 23;
+    *end = '\0';
+    do {
+        *--end = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    return end;
+}
+
 static int hex_value(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -88,8 +99,9 @@ static void infer(const char *arguments) {
         ticks += th_ticks() - start;
     }
     if (error) { reply("e-[%s]", error); return; }
-    reply("m-lap-us-%lu", (unsigned long)(ticks / th_ticks_per_us()));
-    reply("m-instructions-%llu", (unsigned long long)(ticks / (uint64_t)runs));
+    char digits[24];
+    reply("m-lap-us-%s", decimal(ticks / th_ticks_per_us(), digits));
+    reply("m-instructions-%s", decimal(ticks / (uint64_t)runs, digits));
     reply("m-infer-done");
 }
 
