@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "table6/table7 (ours beside the paper's cited peers); default: all")
     tables.add_argument("--seed", type=int, default=0, help="seed of the fixed pi and the Monte-Carlo samples")
 
+    firmware = commands.add_parser("firmware", help="check a TFLM checkout and build its library for the firmware")
+    firmware.add_argument("action", choices=["check", "setup"],
+                          help="check: list what the checkout lacks; setup: check, then build the library once")
+    firmware.add_argument("--tflm-root", type=Path, help="tflite-micro checkout (default: $TFLM_ROOT)")
+    firmware.add_argument("--kernels", choices=["cmsis_nn", "reference"], default="cmsis_nn",
+                          help="TFLM kernels for the Cortex-M55 (default: cmsis_nn)")
+    firmware.add_argument("--debug", action="store_true", help="show tracebacks")
+
     doctor = commands.add_parser("doctor", help="list tools, datasets and targets with their status")
     _common(doctor, store=False)
     return parser
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         warnings.showwarning = _show_warning
         return {"run": _run, "search": _search, "measure": _measure, "regress": _regress, "report": _report,
-                "tables": _tables, "doctor": _doctor}[args.command](args)
+                "tables": _tables, "firmware": _firmware, "doctor": _doctor}[args.command](args)
     except (HarnessError, UsageError) as exc:
         if debug:
             raise
@@ -423,6 +431,30 @@ def _tables(args) -> int:
             print(table.markdown())
             written += table.write(out_dir / "tables")
     print(f"written: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def _firmware(args) -> int:
+    import os
+
+    from harness import firmware
+
+    root = args.tflm_root or (Path(os.environ["TFLM_ROOT"]) if os.environ.get("TFLM_ROOT") else None)
+    if root is None:
+        raise UsageError("no TFLM checkout given: pass --tflm-root DIR or set TFLM_ROOT (README: TFLM for the "
+                         "firmware targets)")
+    rows = firmware.check_tflm(root)
+    width = max(len(name) for name, _, _ in rows)
+    for name, ok, detail in rows:
+        print(f"{'ok ' if ok else '-- '} {name.ljust(width)}  {detail}")
+    library = firmware.find_tflm_library(root, args.kernels)
+    print(f"{'ok ' if library else '-- '} {'library'.ljust(width)}  "
+          f"{library or 'not built yet: python -m harness firmware setup'}")
+    if not all(ok for _, ok, _ in rows):
+        return 2
+    if args.action == "setup" and library is None:
+        print(f"building TFLM ({args.kernels}) for the Cortex-M55, once; this takes minutes...", file=sys.stderr)
+        print(firmware.build_tflm(root, args.kernels))
     return 0
 
 

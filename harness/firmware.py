@@ -7,9 +7,12 @@ with the linker's sizes.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -83,3 +86,69 @@ def memory_figures(elf: Path) -> dict:
         breakdown[part] = breakdown.get(part, 0) + sizes.get(section, 0)
     return {"flash_bytes": sum(breakdown.values()), "flash_breakdown": breakdown,
             "ram_bytes": sum(sizes.get(section, 0) for section in RAM_SECTIONS)}
+
+
+# ---------------------------------------------------------------- TFLM checkout and its library
+
+# downloads/ folder -> what TFLM (at commit 90b983c2) pins there
+TFLM_DOWNLOADS = {
+    "gemmlowp": "gemmlowp 719139ce",
+    "ruy": "ruy d3712831",
+    "flatbuffers": "flatbuffers v25.9.23 with tools/make/flatbuffers.patch applied",
+    "kissfft": "kissfft v130 with third_party/kissfft/kissfft.patch applied",
+    "pigweed": "pigweed 47268dff with tools/make/pigweed.patch applied, BUILD files removed",
+    "cmsis": "CMSIS_6 5782d6f8",
+    "cmsis/Cortex_DFP": "Cortex_DFP c2c70a97",
+    "cmsis_nn": "CMSIS-NN 4ab83cc3",
+}
+KERNELS = {"cmsis_nn": "OPTIMIZED_KERNEL_DIR=cmsis_nn", "reference": ""}
+
+
+def check_tflm(root: Path) -> list[tuple[str, bool, str]]:
+    """(item, ok, detail) for a TFLM checkout: the sources and every pinned download."""
+    rows = [("checkout", (root / "tensorflow" / "lite" / "micro" / "micro_interpreter.cc").is_file(),
+             str(root) if root.is_dir() else f"{root} does not exist")]
+    downloads = root / "tensorflow" / "lite" / "micro" / "tools" / "make" / "downloads"
+    for folder, pinned in TFLM_DOWNLOADS.items():
+        present = (downloads / folder).is_dir() and any((downloads / folder).iterdir())
+        rows.append((f"downloads/{folder}", present, pinned if present else f"missing: put {pinned} in {downloads / folder}"))
+    return rows
+
+
+def tflm_cache(root: Path, kernels: str) -> Path:
+    """Where the harness keeps the library built from ``root`` with ``kernels`` (one per checkout and flags)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "udc-harness" / "tflm"
+    key = hashlib.sha256(f"{root.resolve()}|cortex-m55|release|{kernels}".encode()).hexdigest()[:12]
+    return base / f"{kernels}-{key}"
+
+
+def find_tflm_library(root: Path, kernels: str = "cmsis_nn") -> Path | None:
+    """The Cortex-M55 library for ``kernels``: the harness's cache first, then the checkout's own gen/."""
+    suffix = "_cmsis_nn" if kernels == "cmsis_nn" else ""
+    for base in (tflm_cache(root, kernels), root / "gen"):
+        for folder in (f"cortex_m_generic_cortex-m55_release{suffix}_gcc", f"cortex_m_generic_cortex-m55_release{suffix}"):
+            library = base / folder / "lib" / "libtensorflow-microlite.a"
+            if library.is_file():
+                return library
+    return None
+
+
+def build_tflm(root: Path, kernels: str = "cmsis_nn", quiet: bool = False) -> Path:
+    """Build TFLM's library for the Cortex-M55 into the harness cache once (minutes); its path."""
+    existing = find_tflm_library(root, kernels)
+    if existing is not None:
+        return existing
+    missing = [detail for _, ok, detail in check_tflm(root) if not ok]
+    if missing:
+        raise HarnessError(f"TFLM checkout incomplete: {missing[0]} (run 'python -m harness firmware check')")
+    command = ["nice", "make", "-f", "tensorflow/lite/micro/tools/make/Makefile", "TARGET=cortex_m_generic",
+               "TARGET_ARCH=cortex-m55", "TARGET_TOOLCHAIN_ROOT=/usr/bin/", "BUILD_TYPE=release",
+               f"BASE_GENDIR={tflm_cache(root, kernels)}", f"-j{os.cpu_count() or 1}", "microlite"]
+    command += [KERNELS[kernels]] if KERNELS[kernels] else []
+    # TFLM's build scripts need numpy and Pillow: put this interpreter's environment first on PATH
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    result = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True)
+    library = find_tflm_library(root, kernels)
+    if result.returncode or library is None:
+        raise HarnessError(f"TFLM library build failed: {_build_error(result.stdout + result.stderr)}")
+    return library

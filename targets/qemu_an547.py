@@ -88,14 +88,6 @@ class QemuSession:
         self.close()
 
 
-def tflm_library(root: Path) -> Path | None:
-    """The TFLM static library built for the Cortex-M55 with CMSIS-NN kernels in a checkout, if any."""
-    found = sorted(root.glob("gen/cortex_m_generic_cortex-m55_release_cmsis_nn*/lib/libtensorflow-microlite.a"))
-    return found[-1] if found else None
-
-
-TFLM_BUILD_COMMAND = ("make -f tensorflow/lite/micro/tools/make/Makefile TARGET=cortex_m_generic TARGET_ARCH=cortex-m55 "
-                      "OPTIMIZED_KERNEL_DIR=cmsis_nn TARGET_TOOLCHAIN_ROOT=/usr/bin/ BUILD_TYPE=release microlite")
 TIMED_RUNS = 10
 ARENA_MARGIN_BYTES = 16 * 1024  # host TFLM's arena need, plus room for the MCU build's own alignment
 
@@ -129,8 +121,9 @@ class QemuAn547Target(Target):
         if self.tflm_root is None or not (self.tflm_root / "tensorflow" / "lite" / "micro").is_dir():
             return ("no TFLM checkout: set TFLM_ROOT to a tflite-micro checkout with its downloads/ populated "
                     "(README: 'TFLM for the firmware targets')")
-        if tflm_library(self.tflm_root) is None:
-            return f"TFLM in {self.tflm_root} has no Cortex-M55 library yet; build it there with: {TFLM_BUILD_COMMAND}"
+        if firmware.find_tflm_library(self.tflm_root) is None:
+            return (f"TFLM in {self.tflm_root} has no Cortex-M55 library yet; build it once with: "
+                    "python -m harness firmware setup")
         return None
 
     def settings(self) -> dict:
@@ -141,7 +134,9 @@ class QemuAn547Target(Target):
             output = subprocess.run(command, capture_output=True, text=True).stdout.splitlines()
             return output[0].strip() if output else "unknown"
 
-        library = tflm_library(self.tflm_root) if self.tflm_root else None
+        from harness.firmware import find_tflm_library
+
+        library = find_tflm_library(self.tflm_root) if self.tflm_root else None
         digest = hashlib.sha256(library.read_bytes()).hexdigest()[:12] if library else "none"
         return {"qemu": version(["qemu-system-arm", "--version"]), "arm_gcc": version(["arm-none-eabi-gcc", "--version"]),
                 "tflm_library": digest}
@@ -155,7 +150,7 @@ class QemuAn547Target(Target):
         model_dir.mkdir(parents=True, exist_ok=True)
         _write_model_source(model_dir, tflite, label, self._host.arena_bytes() + ARENA_MARGIN_BYTES)
         elf = firmware.build(model_dir / "build", "an547", model_source=firmware.FIRMWARE_DIR / "core" / "model_tflm.cc",
-                             tflm_root=self.tflm_root, tflm_library=tflm_library(self.tflm_root),
+                             tflm_root=self.tflm_root, tflm_library=firmware.find_tflm_library(self.tflm_root),
                              model_data=model_dir / "model_data.c")
         self._memory = firmware.memory_figures(elf)
         self._session = QemuSession(elf)
