@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "table6/table7 (ours beside the paper's cited peers); default: all")
     tables.add_argument("--seed", type=int, default=0, help="seed of the fixed pi and the Monte-Carlo samples")
 
+    farm = commands.add_parser("farm", help="measure candidates on a Dask board farm into a shared store")
+    _common(farm)
+    farm.add_argument("--scheduler", required=True, help="Dask scheduler address, e.g. tcp://farm-head:8786")
+    farm.add_argument("--candidate", type=Path, action="append", default=[], help="candidate directory (repeatable)")
+    farm.add_argument("--target", default="vela", help="target a worker must offer as a Dask resource (default: vela)")
+    farm.add_argument("--dataset", help="dataset for accuracy, loaded on the worker")
+    farm.add_argument("--eval-samples", type=int, default=0, help="test images for accuracy (0 = all)")
+
     firmware = commands.add_parser("firmware", help="check a TFLM checkout and build its library for the firmware")
     firmware.add_argument("action", choices=["check", "setup"],
                           help="check: list what the checkout lacks; setup: check, then build the library once")
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         warnings.showwarning = _show_warning
         return {"run": _run, "search": _search, "measure": _measure, "regress": _regress, "report": _report,
-                "tables": _tables, "firmware": _firmware, "doctor": _doctor}[args.command](args)
+                "tables": _tables, "farm": _farm, "firmware": _firmware, "doctor": _doctor}[args.command](args)
     except (HarnessError, UsageError) as exc:
         if debug:
             raise
@@ -432,6 +440,22 @@ def _tables(args) -> int:
             written += table.write(out_dir / "tables")
     print(f"written: {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
+
+
+def _farm(args) -> int:
+    from harness.farm import candidate_directories, submit
+
+    if not args.candidate:
+        raise UsageError("nothing to measure: pass --candidate DIR (repeatable)")
+    if not args.store:
+        raise UsageError("the farm's workers write to one shared store: pass --store postgresql://USER@HOST/DB")
+    directories = candidate_directories(args.candidate)  # bad paths fail here, before any task is sent
+    summaries = submit(args.scheduler, directories, args.target, args.store, (args.out or Path("harness-out")).resolve(),
+                       args.dataset, args.eval_samples, args.quiet)
+    failed = [s for s in summaries if s["status"] != "ok"]
+    for summary in failed:
+        print(f"{summary['candidate']}: FAILED on {summary['worker_host']}: {summary['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _firmware(args) -> int:

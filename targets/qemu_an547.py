@@ -93,7 +93,8 @@ ARENA_MARGIN_BYTES = 16 * 1024  # host TFLM's arena need, plus room for the MCU 
 
 
 class QemuAn547Target(Target):
-    """The candidate's int8 model in TFLM firmware on QEMU mps3-an547 (Cortex-M55, CPU only).
+    """The candidate's int8 model in TFLM firmware on QEMU mps3-an547 (Cortex-M55, CPU only), with
+    CMSIS-NN (default) or reference kernels.
 
     Figures: Flash and RAM from the linked ELF (breakdown: code, rodata, data, model), the arena the
     interpreter uses, instructions per inference (SysTick under -icount, median of 10 timed runs), and
@@ -103,9 +104,10 @@ class QemuAn547Target(Target):
 
     name = "qemu-an547"
 
-    def __init__(self, tflm_root: str | None = None, **_vela_options):
+    def __init__(self, tflm_root: str | None = None, kernels: str = "cmsis_nn", **_vela_options):
         root = tflm_root or os.environ.get("TFLM_ROOT", "")
         self.tflm_root = Path(root).expanduser() if root else None
+        self.kernels = kernels
         self._session: QemuSession | None = None
 
     def available(self) -> str | None:
@@ -121,13 +123,13 @@ class QemuAn547Target(Target):
         if self.tflm_root is None or not (self.tflm_root / "tensorflow" / "lite" / "micro").is_dir():
             return ("no TFLM checkout: set TFLM_ROOT to a tflite-micro checkout with its downloads/ populated "
                     "(README: 'TFLM for the firmware targets')")
-        if firmware.find_tflm_library(self.tflm_root) is None:
-            return (f"TFLM in {self.tflm_root} has no Cortex-M55 library yet; build it once with: "
-                    "python -m harness firmware setup")
+        if firmware.find_tflm_library(self.tflm_root, self.kernels) is None:
+            return (f"TFLM in {self.tflm_root} has no Cortex-M55 library with {self.kernels} kernels yet; build it "
+                    f"once with: python -m harness firmware setup --kernels {self.kernels}")
         return None
 
     def settings(self) -> dict:
-        return {"platform": "an547", "kernels": "cmsis_nn", "icount_shift": 5, "timed_runs": TIMED_RUNS}
+        return {"platform": "an547", "kernels": self.kernels, "icount_shift": 5, "timed_runs": TIMED_RUNS}
 
     def tool_versions(self) -> dict:
         def version(command: list[str]) -> str:
@@ -136,7 +138,7 @@ class QemuAn547Target(Target):
 
         from harness.firmware import find_tflm_library
 
-        library = find_tflm_library(self.tflm_root) if self.tflm_root else None
+        library = find_tflm_library(self.tflm_root, self.kernels) if self.tflm_root else None
         digest = hashlib.sha256(library.read_bytes()).hexdigest()[:12] if library else "none"
         return {"qemu": version(["qemu-system-arm", "--version"]), "arm_gcc": version(["arm-none-eabi-gcc", "--version"]),
                 "tflm_library": digest}
@@ -150,7 +152,8 @@ class QemuAn547Target(Target):
         model_dir.mkdir(parents=True, exist_ok=True)
         _write_model_source(model_dir, tflite, label, self._host.arena_bytes() + ARENA_MARGIN_BYTES)
         elf = firmware.build(model_dir / "build", "an547", model_source=firmware.FIRMWARE_DIR / "core" / "model_tflm.cc",
-                             tflm_root=self.tflm_root, tflm_library=firmware.find_tflm_library(self.tflm_root),
+                             tflm_root=self.tflm_root,
+                             tflm_library=firmware.find_tflm_library(self.tflm_root, self.kernels),
                              model_data=model_dir / "model_data.c")
         self._memory = firmware.memory_figures(elf)
         self._session = QemuSession(elf)
