@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -24,6 +25,9 @@ DECISIONS_PLOT = "decisions.png"
 MISSING = "—"
 DPI = 120
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+# Beyond this many candidates a plot names only the Pareto front and the size bars show a sample:
+# a thousand labels or bars are unreadable, and slow to draw.
+PLOT_DETAIL_LIMIT = 40
 # (column, legend label) for the size-figure bars, the paper's Table 4 view.
 SIZE_SERIES = (
     ("flash_bytes", "Vela Flash"),
@@ -163,6 +167,7 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path) -> None:
     figure = _new_figure(8.0, 5.5)
     ax = figure.add_subplot()
     styles = _styles(_strategy(r) for r in rows)
+    on_front = {id(rows[i]) for i in front}
     for strategy, (marker, colour) in styles.items():
         members = [r for r in rows if _strategy(r) == strategy]
         with_int8 = [r for r in members if _num(r.get("accuracy_int8")) is not None]
@@ -173,7 +178,8 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path) -> None:
         if with_float:
             ax.scatter([r["flash_bytes"] / 1024 for r in with_float], [100 * r["accuracy_float"] for r in with_float],
                        marker=marker, facecolors="none", edgecolors=colour, s=42, linewidths=1.2, zorder=3)
-        for index, r in enumerate(sorted(members, key=lambda m: m["flash_bytes"])):
+        detailed = members if len(rows) <= PLOT_DETAIL_LIMIT else [r for r in members if id(r) in on_front]
+        for index, r in enumerate(sorted(detailed, key=lambda m: m["flash_bytes"])):
             acc_int8, acc_float = _num(r.get("accuracy_int8")), _num(r.get("accuracy_float"))
             x = r["flash_bytes"] / 1024
             if acc_int8 is not None and acc_float is not None:
@@ -471,6 +477,12 @@ def write_report(rows: list[dict], out_dir: Path, title: str = "UDC harness repo
     size_path = out_dir / SIZE_PLOT
     sized = [r for r in ok if any(_num(r.get(column)) is not None for column, _ in SIZE_SERIES)]
     if sized:
+        if len(sized) > PLOT_DETAIL_LIMIT:
+            ordered = sorted(sized, key=lambda r: _num(r.get("flash_bytes")) or 0.0)
+            picks = np.linspace(0, len(ordered) - 1, PLOT_DETAIL_LIMIT).round().astype(int)
+            lines += [f"{PLOT_DETAIL_LIMIT} of {len(sized)} candidates, evenly spaced in Flash (all are in the "
+                      "table below).", ""]
+            sized = [ordered[i] for i in sorted(set(picks.tolist()))]
         _size_plot(sized, size_path)
         lines += [f"![Size figures]({SIZE_PLOT})", "",
                   "- Vela Flash: read-only memory of the compiled model (encoded weights, scales, biases, tables).",

@@ -198,3 +198,13 @@ def test_html_report_is_self_contained(tmp_path):
     assert page.startswith("<!DOCTYPE html>") and "<h2>Searches under a size budget</h2>" in page
     assert page.count('src="data:image/png;base64,') >= 3 and "src=\"accuracy" not in page
     assert "<td class=r>85.00</td>" in page and "<th>candidate</th>" in page
+
+
+def test_many_candidates_plot_a_sample_and_the_table_keeps_all(tmp_path):
+    rows = [{"status": "ok", "candidate_name": f"c{i}", "candidate_hash": f"{i:016d}", "strategy": "uniform",
+             "target": "vela", "flash_bytes": 20000 + 100 * i, "rhs_bound_bytes": 10000 + 50 * i,
+             "accuracy_int8": 0.5 + i / 200} for i in range(60)]
+    text = write_report(rows, tmp_path).read_text()
+    assert "40 of 60 candidates, evenly spaced in Flash" in text
+    measurements = text.split("## Measurements")[1]
+    assert all(f"| c{i} " in measurements for i in range(60))
