@@ -41,6 +41,8 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-mode", help="Vela memory mode (default: Shared_Sram)")
     parser.add_argument("--allow-cpu-ops", action="store_true", default=None,
                         help="measure models with operators Vela leaves on the CPU instead of failing them")
+    parser.add_argument("--port", help="board target: its serial port, e.g. /dev/ttyACM0")
+    parser.add_argument("--probe", help="board target: pyOCD probe id (default: the only one attached)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     firmware.add_argument("--tflm-root", type=Path, help="tflite-micro checkout (default: $TFLM_ROOT)")
     firmware.add_argument("--kernels", choices=["cmsis_nn", "reference"], default="cmsis_nn",
                           help="TFLM kernels for the Cortex-M55 (default: cmsis_nn)")
+    firmware.add_argument("--ethos-u", action="store_true",
+                          help="the library with the Ethos-U operator and driver (corstone300, board)")
+    firmware.add_argument("--driver", help="ethos-u-core-driver checkout (default: $ETHOSU_DRIVER, then TFLM's downloads/)")
     firmware.add_argument("--debug", action="store_true", help="show tracebacks")
 
     doctor = commands.add_parser("doctor", help="list tools, datasets and targets with their status")
@@ -276,8 +281,9 @@ def _measure(args) -> int:
             raise UsageError(f"candidate {candidate.name} takes {'x'.join(map(str, shape))} images in {classes} classes, "
                              f"but {dataset.name} has {'x'.join(map(str, dataset.input_shape))} in "
                              f"{dataset.num_classes}; pass the dataset it was trained on (--dataset)")
+    board = {"port": args.port, "probe": args.probe} if args.target == "board" else {}
     target = get_target(args.target or "vela", accelerator=args.accelerator, system_config=args.system_config,
-                        memory_mode=args.memory_mode)
+                        memory_mode=args.memory_mode, **board)
     reason = target.available()
     if reason:
         raise HarnessError(f"target {target.name} is not usable here: {reason}")
@@ -471,14 +477,20 @@ def _firmware(args) -> int:
     width = max(len(name) for name, _, _ in rows)
     for name, ok, detail in rows:
         print(f"{'ok ' if ok else '-- '} {name.ljust(width)}  {detail}")
-    library = firmware.find_tflm_library(root, args.kernels)
+    driver = firmware.find_ethosu_driver(root, args.driver) if args.ethos_u else None
+    if args.ethos_u:
+        missing = firmware.check_ethosu_driver(driver)
+        rows.append(("ethos-u driver", missing is None, missing or str(driver)))
+        print(f"{'ok ' if rows[-1][1] else '-- '} {rows[-1][0].ljust(width)}  {rows[-1][2]}")
+    library = firmware.find_tflm_library(root, args.kernels, "ethos_u" if args.ethos_u else None)
     print(f"{'ok ' if library else '-- '} {'library'.ljust(width)}  "
-          f"{library or 'not built yet: python -m harness firmware setup'}")
+          f"{library or 'not built yet: python -m harness firmware setup' + (' --ethos-u' if args.ethos_u else '')}")
     if not all(ok for _, ok, _ in rows):
         return 2
     if args.action == "setup" and library is None:
-        print(f"building TFLM ({args.kernels}) for the Cortex-M55, once; this takes minutes...", file=sys.stderr)
-        print(firmware.build_tflm(root, args.kernels))
+        print(f"building TFLM ({args.kernels}{', Ethos-U' if driver else ''}) for the Cortex-M55, once; this takes "
+              "minutes...", file=sys.stderr)
+        print(firmware.build_tflm(root, args.kernels, driver))
     return 0
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from harness.data import FASHION_MNIST_DEFAULT
+from harness.firmware import check_ethosu_driver, find_ethosu_driver
 from harness.provenance import package_version
 from targets import TARGETS, get_target
+from targets.corstone300 import FVP
 
 PACKAGES = (
     ("tensorflow", ("tensorflow-cpu", "tensorflow"), "TFLite conversion"),
@@ -42,6 +45,18 @@ def checks() -> list[tuple[str, bool, str]]:
     rows.append(("checkout TFLM (TFLM_ROOT)", bool(tflm) and os.path.isdir(tflm),
                  tflm if tflm and os.path.isdir(tflm) else "not set; export TFLM_ROOT=/path/to/tflite-micro "
                  "(README: TFLM for the firmware targets)"))
+    driver = find_ethosu_driver(Path(tflm) if tflm else None)
+    missing = check_ethosu_driver(driver)
+    rows.append(("checkout Ethos-U driver (ETHOSU_DRIVER)", missing is None,
+                 f"{driver} (corstone300, board)" if missing is None else f"{missing} (corstone300, board)"))
+    fvp = os.environ.get("FVP_CORSTONE300") or FVP
+    rows.append((f"tool {FVP}", shutil.which(fvp) is not None,
+                 f"{shutil.which(fvp)} (corstone300 emulator)" if shutil.which(fvp) else
+                 "missing (corstone300 emulator); Arm's Corstone-300 Ecosystem FVP from developer.arm.com, on PATH "
+                 "or at $FVP_CORSTONE300"))
+    pyocd = shutil.which("pyocd")
+    rows.append(("tool pyocd", pyocd is not None, f"{pyocd} (board flashing)" if pyocd
+                 else "missing (board flashing); pip install pyocd"))
     fashion = all((FASHION_MNIST_DEFAULT / f"{stem}.gz").is_file() for stem in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
     rows.append(("dataset fashion-mnist", fashion, str(FASHION_MNIST_DEFAULT) if fashion
                  else "missing; sudo apt-get install dataset-fashion-mnist (or pass --data-path DIR)"))

@@ -34,11 +34,20 @@ def missing_tools() -> str | None:
     return f"{', '.join(absent)} not found on PATH; install with: apt-get install {packages}"
 
 
+def tool_version(command: list[str]) -> str:
+    """The first line a tool prints for its version, or "unknown"."""
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return output[0].strip() if output else "unknown"
+
+
 def build(build_dir: Path, platform: str = "an547", model_source: Path | None = None, tflm_root: Path | None = None,
-          tflm_library: Path | None = None, model_data: Path | None = None) -> Path:
+          tflm_library: Path | None = None, model_data: Path | None = None, ethosu_driver: Path | None = None) -> Path:
     """Configure and build the firmware for ``platform`` in ``build_dir`` (with ``model_source`` as the
     model side, default none; a TFLM model side also needs the checkout, its library and the generated
-    model data); the ELF's path."""
+    model data; corstone300's NPU needs ``ethosu_driver``); the ELF's path."""
     reason = missing_tools()
     if reason:
         raise HarnessError(f"cannot build firmware: {reason}")
@@ -48,6 +57,8 @@ def build(build_dir: Path, platform: str = "an547", model_source: Path | None = 
                  f"-DMODEL_SOURCE={model_source or FIRMWARE_DIR / 'core' / 'model_none.c'}"]
     if tflm_root is not None:
         configure += [f"-DTFLM_ROOT={tflm_root}", f"-DTFLM_LIBRARY={tflm_library}", f"-DMODEL_DATA={model_data}"]
+    if ethosu_driver is not None:
+        configure += [f"-DETHOSU_DRIVER={ethosu_driver}"]
     for step in (configure, ["cmake", "--build", str(build_dir), "--parallel", "2"]):
         result = subprocess.run(step, capture_output=True, text=True)
         if result.returncode:
@@ -102,6 +113,8 @@ TFLM_DOWNLOADS = {
     "cmsis_nn": "CMSIS-NN 4ab83cc3",
 }
 KERNELS = {"cmsis_nn": "OPTIMIZED_KERNEL_DIR=cmsis_nn", "reference": ""}
+# The Ethos-U core driver TFLM pins (tools/make/ethos_u_core_driver_download.sh), for corstone300 builds.
+ETHOSU_DRIVER_PIN = "ethos-u-core-driver 9622608a (gitlab.arm.com/artificial-intelligence/ethos-u/ethos-u-core-driver)"
 
 
 def check_tflm(root: Path) -> list[tuple[str, bool, str]]:
@@ -115,40 +128,71 @@ def check_tflm(root: Path) -> list[tuple[str, bool, str]]:
     return rows
 
 
-def tflm_cache(root: Path, kernels: str) -> Path:
+def check_ethosu_driver(driver: Path | None) -> str | None:
+    """None when ``driver`` is an Ethos-U core driver checkout, else what is missing and where to put it."""
+    if driver is None:
+        return (f"no Ethos-U core driver: set ETHOSU_DRIVER to a checkout of {ETHOSU_DRIVER_PIN}, or put it in "
+                "TFLM's tools/make/downloads/ethos_u_core_driver")
+    if not (driver / "include" / "ethosu_driver.h").is_file():
+        return f"{driver} is no Ethos-U core driver checkout (no include/ethosu_driver.h); get {ETHOSU_DRIVER_PIN}"
+    return None
+
+
+def find_ethosu_driver(tflm_root: Path | None, driver: str | None = None) -> Path | None:
+    """The driver checkout: ``driver``, else $ETHOSU_DRIVER, else the one in TFLM's downloads/."""
+    given = driver or os.environ.get("ETHOSU_DRIVER")
+    if given:
+        return Path(given).expanduser()
+    if tflm_root is not None:
+        downloaded = tflm_root / "tensorflow/lite/micro/tools/make/downloads/ethos_u_core_driver"
+        if downloaded.is_dir():
+            return downloaded
+    return None
+
+
+def tflm_cache(root: Path, kernels: str, coprocessor: str | None = None) -> Path:
     """Where the harness keeps the library built from ``root`` with ``kernels`` (one per checkout and flags)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "udc-harness" / "tflm"
-    key = hashlib.sha256(f"{root.resolve()}|cortex-m55|release|{kernels}".encode()).hexdigest()[:12]
-    return base / f"{kernels}-{key}"
+    flags = f"{kernels}|{coprocessor}" if coprocessor else kernels
+    key = hashlib.sha256(f"{root.resolve()}|cortex-m55|release|{flags}".encode()).hexdigest()[:12]
+    return base / f"{kernels}{'-' + coprocessor if coprocessor else ''}-{key}"
 
 
-def find_tflm_library(root: Path, kernels: str = "cmsis_nn") -> Path | None:
-    """The Cortex-M55 library for ``kernels``: the harness's cache first, then the checkout's own gen/."""
-    suffix = "_cmsis_nn" if kernels == "cmsis_nn" else ""
-    for base in (tflm_cache(root, kernels), root / "gen"):
-        for folder in (f"cortex_m_generic_cortex-m55_release{suffix}_gcc", f"cortex_m_generic_cortex-m55_release{suffix}"):
+def find_tflm_library(root: Path, kernels: str = "cmsis_nn", coprocessor: str | None = None) -> Path | None:
+    """The Cortex-M55 library for ``kernels`` (and ``coprocessor``, e.g. ethos_u): the harness's cache first,
+    then the checkout's own gen/."""
+    suffix = ("_cmsis_nn" if kernels == "cmsis_nn" else "") + (f"_{coprocessor}" if coprocessor else "")
+    for base in (tflm_cache(root, kernels, coprocessor), root / "gen"):
+        for folder in (f"cortex_m_generic_cortex-m55_release{suffix}_gcc",
+                       f"cortex_m_generic_cortex-m55_release{suffix}"):
             library = base / folder / "lib" / "libtensorflow-microlite.a"
             if library.is_file():
                 return library
     return None
 
 
-def build_tflm(root: Path, kernels: str = "cmsis_nn", quiet: bool = False) -> Path:
-    """Build TFLM's library for the Cortex-M55 into the harness cache once (minutes); its path."""
-    existing = find_tflm_library(root, kernels)
+def build_tflm(root: Path, kernels: str = "cmsis_nn", ethosu_driver: Path | None = None) -> Path:
+    """Build TFLM's library for the Cortex-M55 into the harness cache once (minutes); its path. With
+    ``ethosu_driver`` the library also holds TFLM's ethos-u operator and the driver (corstone300)."""
+    coprocessor = "ethos_u" if ethosu_driver is not None else None
+    existing = find_tflm_library(root, kernels, coprocessor)
     if existing is not None:
         return existing
     missing = [detail for _, ok, detail in check_tflm(root) if not ok]
+    if coprocessor:
+        missing += [reason for reason in [check_ethosu_driver(ethosu_driver)] if reason]
     if missing:
         raise HarnessError(f"TFLM checkout incomplete: {missing[0]} (run 'python -m harness firmware check')")
     command = ["nice", "make", "-f", "tensorflow/lite/micro/tools/make/Makefile", "TARGET=cortex_m_generic",
                "TARGET_ARCH=cortex-m55", "TARGET_TOOLCHAIN_ROOT=/usr/bin/", "BUILD_TYPE=release",
-               f"BASE_GENDIR={tflm_cache(root, kernels)}", f"-j{os.cpu_count() or 1}", "microlite"]
+               f"BASE_GENDIR={tflm_cache(root, kernels, coprocessor)}", f"-j{min(2, os.cpu_count() or 1)}", "microlite"]
     command += [KERNELS[kernels]] if KERNELS[kernels] else []
+    if coprocessor:
+        command += ["CO_PROCESSOR=ethos_u", "ETHOSU_ARCH=u55", f"ETHOSU_DRIVER_PATH={ethosu_driver}"]
     # TFLM's build scripts need numpy and Pillow: put this interpreter's environment first on PATH
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     result = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True)
-    library = find_tflm_library(root, kernels)
+    library = find_tflm_library(root, kernels, coprocessor)
     if result.returncode or library is None:
         raise HarnessError(f"TFLM library build failed: {_build_error(result.stdout + result.stderr)}")
     return library

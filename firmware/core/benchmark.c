@@ -2,6 +2,8 @@
  *   m-instructions-N   SysTick ticks of the timed inferences (instructions under QEMU -icount)
  *   m-arena-bytes-N    tensor arena the model uses
  *   m-input-bytes-N, m-output-bytes-N
+ *   m-<counter>-N      a platform counter per timed inference (corstone300: m-npu-active-cycles-N,
+ *                      m-npu-idle-cycles-N, m-npu-total-cycles-N, m-axi0-read-beats-N, m-axi1-read-beats-N)
  * Commands end with '%'; every reply ends with m-ready. */
 #include "benchmark.h"
 
@@ -16,6 +18,8 @@
 static char command[COMMAND_MAX];
 static uint8_t input[INPUT_CAPACITY];
 static size_t input_expected, input_loaded;
+static const char *platform_failure;
+static long timed_runs;
 
 static void put(const char *text) {
     while (*text) th_putchar(*text++);
@@ -76,12 +80,18 @@ static void db_data(const char *hex) {
     if (input_loaded == input_expected) reply("m-load-done");
 }
 
+static void report_counter(const char *name, uint64_t total) {
+    char digits[24];
+    reply("m-%s-%s", name, decimal(total / (uint64_t)timed_runs, digits));
+}
+
 static void infer(const char *arguments) {
     char *end;
     long runs = strtol(arguments, &end, 10);
     long warmups = strtol(end, NULL, 10);
     if (runs <= 0) { reply("e-[infer needs a run count]"); return; }
     if (input_loaded != input_expected || !input_expected) { reply("e-[no complete input loaded]"); return; }
+    if (platform_failure) { reply("e-[%s]", platform_failure); return; }
     const char *error = NULL;
     reply("m-warmup-start-%ld", warmups);
     for (long i = 0; i < warmups && !error; i++) {
@@ -92,6 +102,7 @@ static void infer(const char *arguments) {
     reply("m-warmup-done");
     reply("m-infer-start-%ld", runs);
     uint64_t ticks = 0;
+    th_counters_reset();
     for (long i = 0; i < runs && !error; i++) {
         model_set_input(input, input_loaded);  /* TFLM may reuse the input buffer: copy before every invoke */
         uint64_t start = th_ticks();
@@ -102,6 +113,8 @@ static void infer(const char *arguments) {
     char digits[24];
     reply("m-lap-us-%s", decimal(ticks / th_ticks_per_us(), digits));
     reply("m-instructions-%s", decimal(ticks / (uint64_t)runs, digits));
+    timed_runs = runs;
+    th_counters_report(report_counter);
     reply("m-infer-done");
 }
 
@@ -135,7 +148,8 @@ static void dispatch(char *line) {
     reply("m-ready");
 }
 
-void benchmark_main(void) {
+void benchmark_main(const char *platform_error) {
+    platform_failure = platform_error;
     reply("m-init-done");
     reply("m-ready");
     size_t length = 0;

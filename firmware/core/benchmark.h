@@ -13,6 +13,10 @@ uint64_t th_ticks(void);                 /* free-running tick counter (SysTick u
 uint32_t th_ticks_per_us(void);
 const char *th_platform_name(void);
 void th_exit(int code);                  /* end the run (semihosting exit on an547) */
+/* counters of the platform around the timed inferences (the NPU's PMU on corstone300; none on an547):
+ * reset before them, then each reported with its total over the timed runs */
+void th_counters_reset(void);
+void th_counters_report(void (*report)(const char *name, uint64_t total));
 
 /* model (model_none.c when built without TFLM) */
 const char *model_name(void);
@@ -23,7 +27,8 @@ int model_set_input(const uint8_t *data, size_t size);  /* 0 or an error message
 const char *model_invoke(void);          /* NULL on success, else the error text */
 const uint8_t *model_output(void);
 
-/* the protocol loop: never returns except through th_exit */
-void benchmark_main(void);
+/* the protocol loop: never returns except through th_exit; a platform_error (the NPU did not start, say)
+ * is the answer to every infer */
+void benchmark_main(const char *platform_error);
 
 #endif

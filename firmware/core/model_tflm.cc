@@ -17,8 +17,9 @@ tflite::MicroInterpreter *interpreter = nullptr;
 const char *setup_error = nullptr;
 bool invoked = false;
 
-// Every operator the harness's export emits (candidate ops conv, dwconv, dense, add, gap).
-using Resolver = tflite::MicroMutableOpResolver<12>;
+// Every operator the harness's export emits (candidate ops conv, dwconv, dense, add, gap), and the
+// ethos-u operator of a Vela-compiled model (registered only in a library built with the NPU).
+using Resolver = tflite::MicroMutableOpResolver<13>;
 
 bool setup() {
     if (interpreter || setup_error) return interpreter != nullptr;
@@ -35,6 +36,7 @@ bool setup() {
     resolver.AddQuantize();
     resolver.AddDequantize();
     resolver.AddRelu6();
+    resolver.AddEthosU();
     static tflite::MicroInterpreter instance(tflite::GetModel(model_data), resolver, arena, sizeof arena);
     if (instance.AllocateTensors() != kTfLiteOk) {
         setup_error = "AllocateTensors failed: arena too small or an operator is missing";

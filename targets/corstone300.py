@@ -1,0 +1,190 @@
+"""``corstone300``: the benchmark firmware with the Vela-compiled model on Arm's Corstone-300 FVP with an
+Ethos-U55 (``FVP_Corstone_SSE-300_Ethos-U55``), driven over UART0's telnet terminal in raw mode.
+
+NPU figures come from the Ethos-U PMU (active, idle and total cycles, AXI read beats), counted by the
+firmware around each command stream; the FVP's NPU is cycle-approximate, its CPU instruction-accurate
+(one SysTick per instruction), so CPU time is reported as instructions. ``-C ethosu.num_macs`` follows
+the accelerator (ethos-u55-32|64|128|256), as Vela compiles for it. Every FVP started here is killed
+when its session closes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from harness.errors import HarnessError, UsageError
+from targets.serial_protocol import TIMED_RUNS, SerialLink, SerialTarget, Session, write_model_source
+
+FVP = "FVP_Corstone_SSE-300_Ethos-U55"
+BOOT_TIMEOUT_S = 60.0
+MACS = (32, 64, 128, 256)
+
+
+def fvp_command(fvp: str, elf: Path, macs: int) -> list[str]:
+    """The FVP's command line: no visualisation, UART0 on a raw TCP terminal (the FVP picks the port and
+    prints it), semihosting for the exit, statistics at the end."""
+    return [fvp, "-a", str(elf), "-C", f"ethosu.num_macs={macs}",
+            "-C", "mps3_board.visualisation.disable-visualisation=1",
+            "-C", "mps3_board.telnetterminal0.start_telnet=0", "-C", "mps3_board.telnetterminal0.mode=raw",
+            "-C", "mps3_board.uart0.unbuffered_output=1", "-C", "mps3_board.uart0.shutdown_on_eot=1",
+            "-C", "cpu0.semihosting-enable=1", "--stat"]
+
+
+class FvpSession(Session):
+    """One FVP process running ``elf``, with a SerialLink to UART0's terminal; a context manager."""
+
+    def __init__(self, fvp: str, elf: Path, macs: int, timeout_s: float = 30.0):
+        self.process = subprocess.Popen(fvp_command(fvp, elf, macs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        self.output: list[str] = []
+        port_found = threading.Event()
+        self.terminal_port: int | None = None
+
+        def read_stdout():  # the FVP names the terminal's port on stdout; keep draining so it never blocks
+            for raw in self.process.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                self.output.append(line)
+                match = re.search(r"telnetterminal0: Listening for serial connection on port (\d+)", line)
+                if match and self.terminal_port is None:
+                    self.terminal_port = int(match.group(1))
+                    port_found.set()
+            port_found.set()
+
+        threading.Thread(target=read_stdout, daemon=True).start()
+        self.connection = None
+        try:
+            if not port_found.wait(BOOT_TIMEOUT_S) or self.terminal_port is None:
+                raise HarnessError(f"{fvp} did not open UART0's terminal within {BOOT_TIMEOUT_S:g} s: "
+                                   f"{' / '.join(self.output[-3:]) or 'no output'}")
+            self.connection = self._connect(BOOT_TIMEOUT_S)
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.link = SerialLink.over_socket(self.connection, timeout_s, label="corstone300")
+            self.boot_lines = self.link.wait_ready("boot")
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, within_s: float) -> socket.socket:
+        deadline = time.monotonic() + within_s
+        while True:  # the port may be named a moment before it accepts
+            try:
+                return socket.create_connection(("127.0.0.1", self.terminal_port), timeout=5.0)
+            except OSError as error:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise HarnessError(f"cannot connect to the FVP's UART0 on port {self.terminal_port}: "
+                                       f"{error.strerror or error}") from None
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(10)
+
+
+class Corstone300Target(SerialTarget):
+    """The candidate compiled by Vela for an Ethos-U55 with ``macs`` MACs, in TFLM firmware with the Ethos-U
+    core driver, on the Corstone-300 FVP. Besides ``SerialTarget``'s figures: ``npu_cycles`` (PMU active
+    cycles, beside Vela's estimate under the same key on the ``vela`` target), ``npu_idle_cycles``,
+    ``npu_total_cycles``, ``axi0_read_beats``, ``axi1_read_beats`` and Vela's own estimate
+    (``vela_npu_cycles``) for the same compiled model."""
+
+    name = "corstone300"
+
+    def __init__(self, accelerator: str | None = None, tflm_root: str | None = None, driver: str | None = None,
+                 fvp: str | None = None, **vela_options):
+        super().__init__()
+        accelerator = accelerator or "ethos-u55-128"
+        match = re.fullmatch(r"ethos-u55-(\d+)", accelerator)
+        if not match or int(match.group(1)) not in MACS:
+            raise UsageError(f"corstone300 models an Ethos-U55: --accelerator must be one of "
+                             f"{', '.join(f'ethos-u55-{m}' for m in MACS)}, not {accelerator!r}")
+        self.macs = int(match.group(1))
+        self.vela_options = {key: value for key, value in vela_options.items() if value is not None}
+        self.accelerator = accelerator
+        root = tflm_root or os.environ.get("TFLM_ROOT", "")
+        self.tflm_root = Path(root).expanduser() if root else None
+        self._driver_option = driver
+        self.fvp = fvp or os.environ.get("FVP_CORSTONE300") or FVP
+
+    @property
+    def driver(self) -> Path | None:
+        from harness.firmware import find_ethosu_driver
+
+        return find_ethosu_driver(self.tflm_root, self._driver_option)
+
+    def available(self) -> str | None:
+        from harness import firmware
+
+        reason = firmware.missing_tools() or self.runner_missing()
+        if reason:
+            return reason
+        if self.tflm_root is None or not (self.tflm_root / "tensorflow" / "lite" / "micro").is_dir():
+            return ("no TFLM checkout: set TFLM_ROOT to a tflite-micro checkout with its downloads/ populated "
+                    "(README: 'TFLM for the firmware targets')")
+        reason = firmware.check_ethosu_driver(self.driver)
+        if reason:
+            return reason
+        if firmware.find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u") is None:
+            return (f"TFLM in {self.tflm_root} has no Cortex-M55 library with the Ethos-U operator yet; build it once "
+                    "with: python -m harness firmware setup --ethos-u")
+        return None
+
+    def runner_missing(self) -> str | None:
+        """What is missing to run an image here (the FVP), or None."""
+        if shutil.which(self.fvp) is None:
+            return (f"{self.fvp} not found (looked on PATH and at $FVP_CORSTONE300); install Arm's Corstone-300 "
+                    "Ecosystem FVP from developer.arm.com and put its models directory on PATH")
+        return None
+
+    def settings(self) -> dict:
+        return {"platform": "corstone300", "accelerator": self.accelerator, "num_macs": self.macs,
+                "timed_runs": TIMED_RUNS, **self.vela_options}
+
+    def tool_versions(self) -> dict:
+        from harness.compile import vela_version
+        from harness.firmware import find_tflm_library, tool_version
+
+        library = find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u") if self.tflm_root else None
+        digest = hashlib.sha256(library.read_bytes()).hexdigest()[:12] if library else "none"
+        return {"fvp": tool_version([self.fvp, "--version"]),
+                "arm_gcc": tool_version(["arm-none-eabi-gcc", "--version"]), "vela": vela_version(),
+                "tflm_library": digest}
+
+    def build_image(self, tflite: bytes, workdir: Path, label: str, arena_bytes: int) -> Path:
+        from harness import firmware
+        from harness.compile import VelaSettings, compile_model
+
+        defaults = VelaSettings()
+        settings = VelaSettings(self.accelerator, self.vela_options.get("system_config", defaults.system_config),
+                                self.vela_options.get("memory_mode", defaults.memory_mode))
+        compiled = compile_model(tflite, settings, label=label)
+        self._vela_npu_cycles = compiled.npu_cycles
+        model_dir = workdir / "corstone300"
+        data = write_model_source(model_dir, compiled.model, label, arena_bytes)
+        return firmware.build(model_dir / "build", "corstone300",
+                              model_source=firmware.FIRMWARE_DIR / "core" / "model_tflm.cc", tflm_root=self.tflm_root,
+                              tflm_library=firmware.find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u"),
+                              model_data=data, ethosu_driver=self.driver)
+
+    def open_session(self, elf: Path) -> FvpSession:
+        return FvpSession(self.fvp, elf, self.macs)
+
+    def platform_counters(self, figures: dict) -> dict:
+        missing = [key for key in ("npu_active_cycles", "npu_total_cycles") if key not in figures]
+        if missing:
+            raise HarnessError(f"corstone300: 'infer' replied without the NPU counters ({', '.join(missing)}); "
+                               "is the firmware built with the Ethos-U driver?")
+        return {"npu_cycles": figures["npu_active_cycles"], "npu_idle_cycles": figures.get("npu_idle_cycles"),
+                "npu_total_cycles": figures["npu_total_cycles"], "axi0_read_beats": figures.get("axi0_read_beats"),
+                "axi1_read_beats": figures.get("axi1_read_beats"), "vela_npu_cycles": self._vela_npu_cycles}

@@ -1,0 +1,164 @@
+"""corstone300 and board targets where neither the FVP, the Ethos-U driver, pyOCD nor a board is at hand
+(as in CI): the corstone300 port's no-model firmware built and booted on QEMU's mps3-an547 (the same
+SSE-300 memory map), the FVP session driven through a stand-in FVP, command lines, and the one-line
+reasons that name what to install and where the harness looks."""
+
+import shutil
+import stat
+import sys
+
+import pytest
+
+from harness import firmware
+from harness.cli import main
+from harness.errors import UsageError
+from targets import get_target
+from targets.board import BoardTarget, pyocd_flash_command
+from targets.corstone300 import FVP, Corstone300Target, FvpSession, fvp_command
+from targets.serial_protocol import ProtocolError
+
+needs_qemu = pytest.mark.skipif(
+    bool(firmware.missing_tools()) or shutil.which("qemu-system-arm") is None,
+    reason=f"{firmware.missing_tools() or 'qemu-system-arm not found'} (apt-get install gcc-arm-none-eabi "
+           "libnewlib-arm-none-eabi qemu-system-arm cmake)")
+
+
+@pytest.fixture(scope="module")
+def corstone300_elf(tmp_path_factory):
+    if firmware.missing_tools():
+        pytest.skip(firmware.missing_tools())
+    return firmware.build(tmp_path_factory.mktemp("firmware") / "corstone300", "corstone300")
+
+
+def _fake_fvp(directory):
+    """Test double of the FVP: names its UART0 port as the FVP does, then runs the image on QEMU."""
+    script = directory / FVP
+    script.write_text(f"""#!{sys.executable}
+import os, socket, sys
+elf = sys.argv[sys.argv.index("-a") + 1]
+probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
+print(f"telnetterminal0: Listening for serial connection on port {{port}}", flush=True)
+os.execvp("qemu-system-arm", ["qemu-system-arm", "-M", "mps3-an547", "-nographic", "-monitor", "none",
+          "-semihosting-config", "enable=on,target=native",
+          "-serial", f"tcp:127.0.0.1:{{port}},server=on,wait=on,nodelay=on", "-kernel", elf])
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+@needs_qemu
+def test_the_corstone300_port_boots_on_the_sse300_through_an_fvp_session(corstone300_elf, tmp_path):
+    assert firmware.memory_figures(corstone300_elf)["flash_breakdown"]["model"] == 0
+    session = FvpSession(str(_fake_fvp(tmp_path)), corstone300_elf, macs=128, timeout_s=5)
+    try:
+        assert session.boot_lines == ["m-init-done"]
+        assert session.link.command("name") == ["m-name-dut-[udc-harness corstone300]"]
+        session.link.load_input(b"\x00" * 8)
+        with pytest.raises(ProtocolError, match="'infer' failed on the target: no model in this firmware"):
+            session.link.infer(1, 0)
+    finally:
+        session.close()
+    assert session.process.poll() is not None  # the stand-in and its QEMU are gone
+
+
+def test_fvp_command_maps_the_accelerator_to_num_macs_and_drives_uart0_raw(tmp_path):
+    target = Corstone300Target(accelerator="ethos-u55-64")
+    assert target.settings()["num_macs"] == 64
+    command = fvp_command(FVP, tmp_path / "fw.elf", target.macs)
+    assert command[:3] == [FVP, "-a", str(tmp_path / "fw.elf")]
+    options = {command[i + 1] for i, word in enumerate(command) if word == "-C"}
+    assert {"ethosu.num_macs=64", "mps3_board.visualisation.disable-visualisation=1",
+            "mps3_board.telnetterminal0.start_telnet=0", "mps3_board.telnetterminal0.mode=raw"} <= options
+    with pytest.raises(UsageError, match="must be one of ethos-u55-32, ethos-u55-64, ethos-u55-128, ethos-u55-256"):
+        Corstone300Target(accelerator="ethos-u65-512")
+
+
+def test_corstone300_says_what_is_missing_and_where_it_looks(tmp_path, monkeypatch):
+    if firmware.missing_tools():
+        pytest.skip(firmware.missing_tools())
+    monkeypatch.delenv("FVP_CORSTONE300", raising=False)
+    monkeypatch.delenv("ETHOSU_DRIVER", raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    reason = Corstone300Target().available()
+    assert reason.startswith(f"{FVP} not found (looked on PATH and at $FVP_CORSTONE300)") and "\n" not in reason
+    _fake_fvp(tmp_path)
+    tflm = tmp_path / "tflm"
+    (tflm / "tensorflow" / "lite" / "micro").mkdir(parents=True)
+    reason = Corstone300Target(tflm_root=str(tflm)).available()
+    assert reason.startswith("no Ethos-U core driver: set ETHOSU_DRIVER") and "ethos-u-core-driver 9622608a" in reason
+    monkeypatch.setenv("ETHOSU_DRIVER", str(tmp_path / "driver"))
+    (tmp_path / "driver" / "include").mkdir(parents=True)
+    (tmp_path / "driver" / "include" / "ethosu_driver.h").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert Corstone300Target(tflm_root=str(tflm)).available().endswith(
+        "build it once with: python -m harness firmware setup --ethos-u")
+
+
+def test_board_says_what_is_missing_and_builds_the_pyocd_command(tmp_path, monkeypatch):
+    if firmware.missing_tools():
+        pytest.skip(firmware.missing_tools())
+    pytest.importorskip("serial")
+    monkeypatch.delenv("UDC_BOARD_PORT", raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert BoardTarget(port="/dev/ttyACM0").available() == "pyocd not found on PATH; run: pip install pyocd"
+    pyocd = tmp_path / "pyocd"  # stand-in: only its presence on PATH is checked here
+    pyocd.write_text("#!/bin/sh\nexit 0\n")
+    pyocd.chmod(0o755)
+    assert BoardTarget().available() == "no serial port: pass --port /dev/ttyACM0 (or set UDC_BOARD_PORT)"
+    missing = str(tmp_path / "ttyACM9")
+    assert BoardTarget(port=missing).available().startswith(f"serial port {missing} does not exist")
+    board = get_target("board", port="/dev/ttyACM0", probe="0240000034", accelerator="ethos-u55-256")
+    assert board.settings()["num_macs"] == 256 and board.tick_key == "cpu_cycles"
+    assert pyocd_flash_command(tmp_path / "fw.elf", "cortex_m", "0240000034") == [
+        "pyocd", "flash", "--target", "cortex_m", "--uid", "0240000034", str(tmp_path / "fw.elf")]
+    assert "--uid" not in pyocd_flash_command(tmp_path / "fw.elf", "cortex_m", None)
+
+
+def test_measure_on_a_missing_fvp_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch, hand_tflite_file):
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.delenv("FVP_CORSTONE300", raising=False)
+    code = main(["measure", "--tflite", str(hand_tflite_file), "--target", "corstone300", "--out", str(tmp_path)])
+    error = capsys.readouterr().err.strip()
+    assert code == 1 and len(error.splitlines()) == 1
+    assert "target corstone300 is not usable here" in error and "install" in error
+
+
+def test_firmware_check_ethos_u_names_the_missing_driver(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ETHOSU_DRIVER", raising=False)
+    root = tmp_path / "tflm"
+    (root / "tensorflow" / "lite" / "micro").mkdir(parents=True)
+    (root / "tensorflow" / "lite" / "micro" / "micro_interpreter.cc").write_text("")
+    downloads = root / "tensorflow" / "lite" / "micro" / "tools" / "make" / "downloads"
+    for folder in firmware.TFLM_DOWNLOADS:
+        (downloads / folder).mkdir(parents=True, exist_ok=True)
+        (downloads / folder / "README").write_text("")
+    assert main(["firmware", "check", "--tflm-root", str(root), "--ethos-u"]) == 2
+    out = capsys.readouterr().out
+    assert "--  ethos-u driver" in out and "no Ethos-U core driver: set ETHOSU_DRIVER" in out
+    assert "not built yet: python -m harness firmware setup --ethos-u" in out
+    (downloads / "ethos_u_core_driver" / "include").mkdir(parents=True)
+    (downloads / "ethos_u_core_driver" / "include" / "ethosu_driver.h").write_text("")
+    assert main(["firmware", "check", "--tflm-root", str(root), "--ethos-u"]) == 0
+    assert "ok  ethos-u driver" in capsys.readouterr().out
+
+
+def test_npu_counter_lines_become_the_store_keys_and_their_absence_an_error():
+    import socket
+
+    from harness.errors import HarnessError
+    from targets.serial_protocol import SerialLink
+
+    host, device = socket.socketpair()
+    device.sendall(b"m-warmup-start-0\r\nm-warmup-done\r\nm-infer-start-10\r\nm-lap-us-500\r\nm-instructions-4000\r\n"
+                   b"m-npu-active-cycles-86000\r\nm-npu-idle-cycles-1200\r\nm-axi0-read-beats-900\r\n"
+                   b"m-axi1-read-beats-1800\r\nm-npu-total-cycles-87200\r\nm-infer-done\r\nm-ready\r\n")
+    figures = SerialLink.over_socket(host, 1.0).infer(10, 0)
+    assert figures == {"lap_us": 500, "instructions": 4000, "npu_active_cycles": 86000, "npu_idle_cycles": 1200,
+                       "axi0_read_beats": 900, "axi1_read_beats": 1800, "npu_total_cycles": 87200}
+    target = Corstone300Target()
+    target._vela_npu_cycles = 86429
+    counters = target.platform_counters(figures)
+    assert counters["npu_cycles"] == 86000 and counters["vela_npu_cycles"] == 86429
+    assert counters["npu_total_cycles"] == 87200 and counters["axi1_read_beats"] == 1800
+    with pytest.raises(HarnessError, match="without the NPU counters .*built with the Ethos-U driver"):
+        target.platform_counters({"instructions": 4000, "lap_us": 500})
