@@ -8,6 +8,7 @@ import pytest
 
 from harness.cli import main
 from tests.candidates import make_candidate
+from tests.test_run import TINY_UDC
 
 JSON_KEYS = {"candidate", "target", "flash_bytes", "sram_bytes", "encoded_weight_bytes", "original_weight_bytes",
              "npu_cycles", "latency_s", "rhs_bound_bytes", "empirical_entropy_bytes", "coded_mask_bytes",
@@ -168,18 +169,6 @@ def test_tables_table2_writes_markdown_and_csv(capsys, tmp_path):
     rows = (tmp_path / "tables" / "table2.csv").read_text().splitlines()
     assert rows[0] == "tau,setting,xi,vartheta,L_E,paper" and len(rows) == 9
     assert (tmp_path / "tables" / "table2.md").read_text().strip() == stdout.strip()
-
-
-TINY_UDC = """
-[udc]
-pretrain_epochs = 1.0
-pretrain_batch_size = 32
-warmup_steps = 16
-search_steps = 96
-batch_size = 16
-finetune_steps = 32
-finetune_batch_size = 32
-"""
 
 
 def test_search_writes_searched_and_deployed_candidates_under_budget(capsys, tmp_path):

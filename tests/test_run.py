@@ -70,7 +70,7 @@ def test_run_makes_measures_reports_and_resumes(tmp_path, capsys):
         assert len(store.measurements()) == 6
 
 
-TINY_SEARCH = TINY.replace('strategies = ["uniform"]', 'strategies = ["udc", "random"]\nbudgets = ["30KB"]') + """
+TINY_UDC = """
 [udc]
 pretrain_epochs = 1.0
 pretrain_batch_size = 32
@@ -79,9 +79,9 @@ search_steps = 96
 batch_size = 16
 finetune_steps = 32
 finetune_batch_size = 32
-random_trials = 2
-validation_images = 128
 """
+TINY_SEARCH = (TINY.replace('strategies = ["uniform"]', 'strategies = ["udc", "random"]\nbudgets = ["30KB"]')
+               + TINY_UDC + "random_trials = 2\nvalidation_images = 128\n")
 
 
 def test_run_searches_each_budget_and_records_the_verdict(tmp_path, capsys):
