@@ -45,6 +45,15 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe", help="board target: pyOCD probe id (default: the only one attached)")
 
 
+def _training_options(parser: argparse.ArgumentParser, full_help: str) -> None:
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="minutes on 2 cores (default)")
+    preset.add_argument("--full", dest="preset", action="store_const", const="full", help=full_help)
+    parser.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, synthetic")
+    parser.add_argument("--data-path", help="dataset directory (CIFAR: the extracted python-pickle folder)")
+    parser.add_argument("--supernet", help="mbv2 (default) or resnet")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="UDC search and hardware-in-the-loop measurement for Arm Ethos-U55.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -53,12 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     _target_options(run)
     run.add_argument("--config", type=Path, help="TOML config (sections run, search, measure, vela)")
-    preset = run.add_mutually_exclusive_group()
-    preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="minutes on 2 cores (default)")
-    preset.add_argument("--full", dest="preset", action="store_const", const="full", help="full training and test set")
-    run.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, synthetic")
-    run.add_argument("--data-path", help="dataset directory (CIFAR: the extracted python-pickle folder)")
-    run.add_argument("--supernet", help="mbv2 (default) or resnet")
+    _training_options(run, full_help="full training and test set")
     run.add_argument("--eval-samples", type=int, help="test images for int8 accuracy (0 = all)")
     run.add_argument("--force", action="store_true", help="re-measure candidates already in the store")
     run.add_argument("--budgets", help="compressed-size budgets for the searches, comma-separated (default: 24KB)")
@@ -75,12 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--strategy", choices=["udc", "dnas", "random", "zur", "unas", "neuralscale"], default="udc",
                         help="udc (default), dnas (vanilla DNAS, eq. 6), random (random search), or a seed peer: "
                              "zur (Zur et al.), unas (UNAS), neuralscale (NeuralScale)")
-    search_preset = search.add_mutually_exclusive_group()
-    search_preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="minutes on 2 cores (default)")
-    search_preset.add_argument("--full", dest="preset", action="store_const", const="full", help="the long schedule")
-    search.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, synthetic")
-    search.add_argument("--data-path", help="dataset directory (CIFAR: the extracted python-pickle folder)")
-    search.add_argument("--supernet", help="mbv2 (default) or resnet")
+    _training_options(search, full_help="the long schedule")
     search.add_argument("--processes", type=int, default=1,
                         help="spread the MC samples over this many processes (torch.distributed, gloo)")
 
@@ -121,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "table6/table7 (ours beside the paper's cited peers); default: all")
     tables.add_argument("--seed", type=int, default=0, help="seed of the fixed pi and the Monte-Carlo samples")
 
+    store = commands.add_parser("store", help="show or upgrade the results store's schema")
+    _common(store)
+    store.add_argument("action", choices=["status", "upgrade"],
+                       help="status: the store's schema revision; upgrade: migrate an older store (SQLite: backed up first)")
+
     farm = commands.add_parser("farm", help="measure candidates on a Dask board farm into a shared store")
     _common(farm)
     farm.add_argument("--scheduler", required=True, help="Dask scheduler address, e.g. tcp://farm-head:8786")
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         warnings.showwarning = _show_warning
         return {"run": _run, "search": _search, "measure": _measure, "regress": _regress, "report": _report,
-                "tables": _tables, "farm": _farm, "firmware": _firmware, "doctor": _doctor}[args.command](args)
+                "tables": _tables, "store": _store, "farm": _farm, "firmware": _firmware, "doctor": _doctor}[args.command](args)
     except (HarnessError, UsageError) as exc:
         if debug:
             raise
@@ -426,7 +430,9 @@ def _report(args) -> int:
             rows, name, title = store.measurements(run_id), f"run-{run_id}", f"UDC harness report: run {run_id}"
             if not rows:
                 raise UsageError(f"run {run_id} has no measurements; list runs with 'python -m harness report --all'")
-        path = write_report(rows, out_dir / "reports" / name, title=title)
+        # The history section follows this report's candidates through every run in the store.
+        history = store.history([r["candidate_name"] for r in rows if r.get("candidate_name")])
+        path = write_report(rows, out_dir / "reports" / name, title=title, history=history)
     print(path)
     if args.html:
         print(write_html(path))
@@ -445,6 +451,20 @@ def _tables(args) -> int:
             print(table.markdown())
             written += table.write(out_dir / "tables")
     print(f"written: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def _store(args) -> int:
+    from results.store import SCHEMA_REVISION, STORE_FILENAME, Store
+
+    out_dir = _out_dir(args)
+    url = args.store or f"sqlite:///{(out_dir / STORE_FILENAME).resolve()}"
+    with Store(url, upgrade=args.action == "upgrade") as store:
+        if store.upgraded_from:
+            print(f"{store!r}: schema {store.upgraded_from} -> {SCHEMA_REVISION}"
+                  + (f" (the old file is kept as {store.backup})" if store.backup else ""))
+        else:
+            print(f"{store!r}: schema {SCHEMA_REVISION}, current; {len(store.runs())} runs")
     return 0
 
 

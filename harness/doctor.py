@@ -19,6 +19,7 @@ PACKAGES = (
     ("torch", ("torch",), "search and training"),
     ("constriction", ("constriction",), "range coder for coded_mask_bytes"),
     ("sqlalchemy", ("sqlalchemy",), "measurement store"),
+    ("alembic", ("alembic",), "store schema migrations"),
     ("matplotlib", ("matplotlib",), "report plots"),
     ("scipy", ("scipy",), "regress statistics"),
     ("psycopg", ("psycopg",), "PostgreSQL shared store (optional)"),

@@ -7,6 +7,7 @@ with the linker's sizes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -150,11 +151,30 @@ def find_ethosu_driver(tflm_root: Path | None, driver: str | None = None) -> Pat
     return None
 
 
+# What decides TFLM's library: its sources and build files (the pinned downloads follow from the build files).
+TFLM_SOURCE_SUFFIXES = {".c", ".cc", ".h", ".inc", ".sh", ".patch", ".mk"}
+
+
+@functools.lru_cache(maxsize=8)
+def tflm_fingerprint(root: Path) -> str:
+    """A hash of the checkout's TFLM sources and build files: the same TFLM commit, wherever it is checked
+    out, shares one library; a local edit gets its own. About 1,300 files, well under a second."""
+    digest = hashlib.sha256()
+    micro = root / "tensorflow" / "lite" / "micro"
+    for path in sorted(micro.rglob("*")):
+        relative = path.relative_to(micro)
+        if relative.parts[:3] == ("tools", "make", "downloads") or relative.parts[:1] == ("gen",):
+            continue
+        if path.is_file() and (path.suffix in TFLM_SOURCE_SUFFIXES or path.name == "Makefile"):
+            digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def tflm_cache(root: Path, kernels: str, coprocessor: str | None = None) -> Path:
-    """Where the harness keeps the library built from ``root`` with ``kernels`` (one per checkout and flags)."""
+    """Where the harness keeps the library built from ``root`` with ``kernels``: one per (TFLM sources, flags)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "udc-harness" / "tflm"
     flags = f"{kernels}|{coprocessor}" if coprocessor else kernels
-    key = hashlib.sha256(f"{root.resolve()}|cortex-m55|release|{flags}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{tflm_fingerprint(root.resolve())}|cortex-m55|release|{flags}".encode()).hexdigest()[:12]
     return base / f"{kernels}{'-' + coprocessor if coprocessor else ''}-{key}"
 
 

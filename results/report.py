@@ -1,4 +1,5 @@
-"""Markdown report with matplotlib PNGs from measurement dicts (the store's column names).
+"""Markdown (and self-contained HTML) report with matplotlib PNGs from measurement dicts (the store's
+column names); pandas aggregates the tables that compare targets and runs.
 
 Accuracies are stored as fractions in [0, 1] and shown in percent. Plots are drawn on ``Figure`` objects
 with the Agg canvas, never through pyplot, so importing this module leaves an interactive session's
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -22,12 +24,19 @@ ACCURACY_PLOT = "accuracy_vs_flash.png"
 SIZE_PLOT = "size_figures.png"
 NORM_PLOT = "weight_norm.png"
 DECISIONS_PLOT = "decisions.png"
+ESTIMATE_PLOT = "estimate_vs_measured.png"
+HISTORY_PLOT = "history.png"
 MISSING = "—"
 DPI = 120
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 # Beyond this many candidates a plot names only the Pareto front and the size bars show a sample:
 # a thousand labels or bars are unreadable, and slow to draw.
 PLOT_DETAIL_LIMIT = 40
+DECISIONS_LIMIT = 6  # searched candidates in the per-layer table and plot (the most accurate ones)
+HISTORY_SERIES_LIMIT = 8  # (candidate, target) lines in the history plot: those measured most often
+# (column, axis label, scale) of the metrics followed over runs.
+HISTORY_METRICS = (("accuracy_int8", "int8 accuracy (%)", 100.0), ("flash_bytes", "Flash (KiB)", 1 / 1024),
+                   ("latency_s", "latency (ms)", 1000.0), ("npu_cycles", "NPU cycles", 1.0))
 # (column, legend label) for the size-figure bars, the paper's Table 4 view.
 SIZE_SERIES = (
     ("flash_bytes", "Vela Flash"),
@@ -163,7 +172,7 @@ def _styles(strategies: Iterable[str]) -> dict[str, tuple[str, Any]]:
     return {s: (MARKERS[i % len(MARKERS)], colours[i % len(colours)]) for i, s in enumerate(sorted(set(strategies)))}
 
 
-def _accuracy_plot(rows: list[dict], front: list[int], path: Path) -> None:
+def _accuracy_plot(rows: list[dict], front: list[int], path: Path, target: str) -> None:
     figure = _new_figure(8.0, 5.5)
     ax = figure.add_subplot()
     styles = _styles(_strategy(r) for r in rows)
@@ -194,18 +203,37 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path) -> None:
         pts = sorted((rows[i]["flash_bytes"] / 1024, 100 * rows[i]["accuracy_int8"]) for i in front)
         ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="0.25", linewidth=1.2,
                 zorder=1)
+    for strategy, members in _strategy_fronts(rows).items():
+        pts = [(r["flash_bytes"] / 1024, 100 * r["accuracy_int8"]) for r in members]
+        if len(pts) > 1:
+            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=styles[strategy][1], linewidth=0.9,
+                    linestyle="--", alpha=0.8, zorder=1)
     handles = [Line2D([], [], marker=m, color=c, linestyle="none", markersize=7, label=s)
                for s, (m, c) in styles.items()]
     handles.append(Line2D([], [], marker="o", color="0.3", markerfacecolor="none", linestyle="none",
                           markersize=7, label="float accuracy (hollow)"))
     if front:
         handles.append(Line2D([], [], color="0.25", linewidth=1.2, label="Pareto front (int8)"))
+        handles.append(Line2D([], [], color="0.45", linewidth=0.9, linestyle="--", label="each strategy's front"))
     ax.legend(handles=handles, fontsize=8, loc="best")
-    ax.set_xlabel("Flash (KiB, Vela)")
+    ax.set_xlabel("Flash (KiB, Vela's compiled model)" if target == "vela" else "Flash (KiB, linked image)")
     ax.set_ylabel("Top-1 accuracy (%)")
-    ax.set_title("Accuracy vs Flash")
+    ax.set_title(f"Accuracy vs Flash on {target}")
     ax.grid(True, alpha=0.35)
     _save(figure, path)
+
+
+def _strategy_fronts(rows: list[dict]) -> dict[str, list[dict]]:
+    """Each strategy's own Pareto front (int8 accuracy vs Flash), sorted by Flash."""
+    fronts = {}
+    for strategy in sorted({_strategy(r) for r in rows}):
+        members = [r for r in rows if _strategy(r) == strategy and _num(r.get("flash_bytes")) is not None
+                   and _num(r.get("accuracy_int8")) is not None]
+        front = [members[i] for i in pareto_front([(float(r["flash_bytes"]), float(r["accuracy_int8"]))
+                                                   for r in members])]
+        if front:
+            fronts[strategy] = sorted(front, key=lambda r: (r["flash_bytes"], -r["accuracy_int8"]))
+    return fronts
 
 
 def _unique_labels(rows: list[dict]) -> list[str]:
@@ -305,6 +333,11 @@ def _provenance(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _front_text(front: list[dict], limit: int = 8) -> str:
+    text = ", ".join(f"{_name(r)} ({_kib(r['flash_bytes'])}: {_pct(r['accuracy_int8'])})" for r in front[:limit])
+    return text + (f", … {len(front) - limit} more" if len(front) > limit else "")
+
+
 def _search_of(row: dict) -> dict:
     return (row.get("extra") or {}).get("search") or {}
 
@@ -378,6 +411,22 @@ def _decisions_plot(rows: list[dict], path: Path) -> None:
     _save(figure, path)
 
 
+def _decisions_table(rows: list[dict]) -> str:
+    """Layers down, candidates across (a pandas frame keeps the layers of every candidate in order)."""
+    import pandas as pd
+
+    def cell(decision: dict) -> str:
+        if decision.get("op") == "identity":
+            return "skip"
+        return " ".join(f"{letter}{decision[key]:g}" for key, letter in (("bits", "b"), ("nonzero", "s"), ("width", "w"))
+                        if _num(decision.get(key)) is not None) or MISSING
+
+    frame = pd.DataFrame({_name(r): {layer: cell(d) for layer, d in _search_of(r)["decisions"].items()} for r in rows})
+    frame = frame.fillna(MISSING)
+    return markdown_table(["layer", *frame.columns], [[layer, *values] for layer, values in zip(frame.index,
+                                                                                            frame.values.tolist())])
+
+
 def _search_section(rows: list[dict], out_dir: Path) -> list[str]:
     """Searched candidates with their budget verdicts, and per budget each strategy's best beside the
     uniform candidate whose size bound is nearest the budget."""
@@ -404,10 +453,16 @@ def _search_section(rows: list[dict], out_dir: Path) -> list[str]:
             table.append([f"{budget / 1000:g}", strategy, _name(row), _kib(row.get("flash_bytes")),
                           f"{(_num(row.get('rhs_bound_bytes')) or 0) / 1000:.2f}", _pct(row.get("accuracy_int8"))])
     lines += ["### Strategies at each budget", "", markdown_table(header, table, right=(0, 3, 4, 5)), ""]
-    with_decisions = [r for r in searched if _search_of(r).get("decisions")]
+    with_decisions = sorted((r for r in searched if _search_of(r).get("decisions")),
+                            key=lambda r: -(_num(r.get("accuracy_int8")) or 0.0))
     if with_decisions:
-        _decisions_plot(with_decisions, out_dir / DECISIONS_PLOT)
-        lines += ["### Per-layer decisions", "", f"![Per-layer decisions]({DECISIONS_PLOT})", ""]
+        shown = with_decisions[:DECISIONS_LIMIT]
+        _decisions_plot(shown, out_dir / DECISIONS_PLOT)
+        lines += ["### Per-layer decisions", "", f"![Per-layer decisions]({DECISIONS_PLOT})", "",
+                  *([f"The {len(shown)} most accurate of {len(with_decisions)} searched candidates.", ""]
+                    if len(with_decisions) > len(shown) else []),
+                  _decisions_table(shown), "",
+                  "b: weight bits, s: nonzero fraction, w: width fraction; 'skip': the block's identity option.", ""]
     else:
         (out_dir / DECISIONS_PLOT).unlink(missing_ok=True)
     compared = [r for r in searched if (_search_of(r).get("weight_norm") or {}).get("trajectory_plain")]
@@ -436,8 +491,181 @@ def _search_section(rows: list[dict], out_dir: Path) -> list[str]:
     return lines
 
 
-def write_report(rows: list[dict], out_dir: Path, title: str = "UDC harness report") -> Path:
-    """Write ``report.md`` and its PNGs into ``out_dir``; return the markdown's path."""
+def _estimate_section(rows: list[dict], out_dir: Path) -> list[str]:
+    """Vela's estimates beside what a device measured for the same candidate: NPU cycles (Vela's estimate vs
+    the Ethos-U PMU on corstone300/board) and Flash (Vela's read-only memory vs the linked ELF)."""
+    import pandas as pd
+
+    path = out_dir / ESTIMATE_PLOT
+    frame = pd.DataFrame([{"hash": r["candidate_hash"], "candidate": _name(r), "target": r.get("target") or MISSING,
+                           "accelerator": (r.get("target_settings") or {}).get("accelerator"),
+                           "npu_cycles": _num(r.get("npu_cycles")), "flash_bytes": _num(r.get("flash_bytes")),
+                           "own_estimate": _num((r.get("extra") or {}).get("vela_npu_cycles"))}
+                          for r in rows if r.get("candidate_hash")],
+                         columns=["hash", "candidate", "target", "accelerator", "npu_cycles", "flash_bytes",
+                                  "own_estimate"])
+    estimated = frame[frame.target == "vela"].groupby(["hash", "accelerator"], dropna=False).agg(
+        estimate_cycles=("npu_cycles", "median"), vela_flash=("flash_bytes", "median")).reset_index()
+    measured = frame[frame.target != "vela"].groupby(["hash", "candidate", "target", "accelerator"], dropna=False).agg(
+        measured_cycles=("npu_cycles", "median"), elf_flash=("flash_bytes", "median"),
+        own_estimate=("own_estimate", "median")).reset_index()
+    # Same candidate and accelerator where the device has one; any Vela row of the candidate otherwise (qemu-an547).
+    exact = measured.merge(estimated, on=["hash", "accelerator"], how="left")
+    loose = measured.merge(estimated.drop(columns="accelerator").groupby("hash").first(), on="hash", how="left")
+    joined = exact.fillna({"estimate_cycles": loose.estimate_cycles, "vela_flash": loose.vela_flash})
+    # corstone300 and board rows carry Vela's estimate for the model they ran.
+    joined["estimate_cycles"] = joined.own_estimate.where(joined.own_estimate.notna(), joined.estimate_cycles)
+    cycles = joined.dropna(subset=["estimate_cycles", "measured_cycles"])
+    flash = joined.dropna(subset=["vela_flash", "elf_flash"])
+    if cycles.empty and flash.empty:
+        path.unlink(missing_ok=True)
+        return []
+    _estimate_plot(cycles, flash, path)
+    table = []
+    for item in joined.loc[cycles.index.union(flash.index)].sort_values(["candidate", "target"]).itertuples():
+        table.append([item.candidate, item.target, _int(item.estimate_cycles), _int(item.measured_cycles),
+                      _ratio(item.measured_cycles, item.estimate_cycles), _kib(item.vela_flash), _kib(item.elf_flash),
+                      _ratio(item.elf_flash, item.vela_flash)])
+    return ["## Estimate vs measurement", "", f"![Estimate vs measurement]({ESTIMATE_PLOT})", "",
+            markdown_table(["candidate", "target", "Vela NPU cycles", "measured NPU cycles", "measured / Vela",
+                            "Vela Flash KiB", "ELF Flash KiB", "ELF / Vela"], table, right=range(2, 8)), "",
+            "Measured NPU cycles: the Ethos-U PMU's active cycles per inference. ELF Flash is the whole image "
+            "(code, TFLM, model and its data), Vela Flash the compiled model's read-only memory alone.", ""]
+
+
+def _ratio(numerator: Any, denominator: Any) -> str:
+    numerator, denominator = _num(numerator), _num(denominator)
+    return MISSING if numerator is None or not denominator else f"{numerator / denominator:.2f}x"
+
+
+def _estimate_plot(cycles, flash, path: Path) -> None:
+    figure = _new_figure(10.0, 4.5)
+    for panel, (frame, x, y, scale, label) in enumerate(((cycles, "estimate_cycles", "measured_cycles", 1.0,
+                                                          "NPU cycles"),
+                                                         (flash, "vela_flash", "elf_flash", 1 / 1024, "Flash KiB")), 1):
+        axes = figure.add_subplot(1, 2, panel)
+        styles = _styles(frame.target)
+        for target, group in frame.groupby("target"):
+            axes.scatter(group[x] * scale, group[y] * scale, marker=styles[target][0], color=styles[target][1],
+                         label=target, zorder=3)
+            if len(frame) <= PLOT_DETAIL_LIMIT:
+                for item in group.itertuples():
+                    axes.annotate(item.candidate, (getattr(item, x) * scale, getattr(item, y) * scale), fontsize=7,
+                                  xytext=(3, 3), textcoords="offset points")
+        if not frame.empty:
+            low, high = min(frame[x].min(), frame[y].min()) * scale, max(frame[x].max(), frame[y].max()) * scale
+            axes.plot([low, high], [low, high], "--", color="0.5", linewidth=0.8, label="measured = Vela")
+            axes.legend(fontsize=7)
+        axes.ticklabel_format(style="sci", scilimits=(-3, 4))  # cycle counts would overlap in full
+        axes.set_xlabel(f"Vela estimate ({label})")
+        axes.set_ylabel(f"measured ({label})")
+        axes.set_title(f"{label}: Vela vs device")
+        axes.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def _history_section(rows: list[dict], out_dir: Path) -> list[str]:
+    """Each metric of a (candidate, target) over the times it was measured, where it was measured more than once."""
+    import pandas as pd
+
+    path = out_dir / HISTORY_PLOT
+    metrics = [m for m, _, _ in HISTORY_METRICS]
+    frame = pd.DataFrame([{"candidate": _name(r), "target": r.get("target") or MISSING, "when": r.get("created_at"),
+                           **{m: _num(r.get(m)) for m in metrics}}
+                          for r in rows if r.get("status") == "ok" and r.get("created_at") is not None],
+                         columns=["candidate", "target", "when", *metrics])
+    frame["when"] = pd.to_datetime(frame["when"], utc=True, format="mixed")
+    counts = frame.groupby(["candidate", "target"])["when"].nunique()
+    repeated = counts[counts > 1].sort_index().sort_values(ascending=False, kind="stable")
+    if repeated.empty:
+        path.unlink(missing_ok=True)
+        return []
+    shown = list(repeated.index[:HISTORY_SERIES_LIMIT])
+    series = {key: group.sort_values("when") for key, group in frame.groupby(["candidate", "target"]) if key in shown}
+    plotted = [(m, label, scale) for m, label, scale in HISTORY_METRICS
+               if any(group[m].notna().any() for group in series.values())]
+    figure = _new_figure(9.0, 2.4 * len(plotted) + 0.6)
+    styles = _styles(f"{c} on {t}" for c, t in shown)
+    for panel, (metric, label, scale) in enumerate(plotted, 1):
+        axes = figure.add_subplot(len(plotted), 1, panel)
+        for (candidate, target), group in series.items():
+            marker, colour = styles[f"{candidate} on {target}"]
+            values = group.dropna(subset=[metric])
+            axes.plot(values["when"].dt.tz_localize(None), values[metric] * scale, marker=marker, color=colour,
+                      linewidth=1, label=f"{candidate} on {target}")
+        axes.set_ylabel(label, fontsize=8)
+        axes.grid(alpha=0.3)
+    figure.axes[0].set_title("History over runs (UTC)")
+    figure.axes[0].legend(fontsize=7, ncol=2)
+    figure.autofmt_xdate()
+    _save(figure, path)
+    table = []
+    for (candidate, target), group in sorted(series.items()):
+        first, last = group.iloc[0], group.iloc[-1]
+        table.append([candidate, target, str(int(counts[(candidate, target)])), f"{first.when:%Y-%m-%d %H:%M}",
+                      f"{last.when:%Y-%m-%d %H:%M}"]
+                     + [f"{_scaled(first[m], scale)} → {_scaled(last[m], scale)}" for m, _, scale in HISTORY_METRICS])
+    lines = ["## History", "", f"![History]({HISTORY_PLOT})", ""]
+    if len(repeated) > len(shown):
+        lines += [f"The {len(shown)} of {len(repeated)} candidates measured most often.", ""]
+    return lines + [markdown_table(["candidate", "target", "measurements", "first", "last",
+                                    *(label for _, label, _ in HISTORY_METRICS)], table), ""]
+
+
+def _scaled(value: Any, scale: float) -> str:
+    value = _num(value)
+    if value is None:
+        return MISSING
+    return f"{value * scale:,.0f}" if abs(value * scale) >= 1000 else f"{value * scale:.4g}"
+
+
+def _accuracy_plot_name(target: str, first: bool) -> str:
+    return ACCURACY_PLOT if first else f"accuracy_vs_flash-{re.sub(r'[^A-Za-z0-9_.-]+', '_', target)}.png"
+
+
+def _accuracy_section(ok: list[dict], out_dir: Path) -> list[str]:
+    """Accuracy vs Flash with its Pareto fronts, one plot per target: flash_bytes is Vela's compiled model on
+    ``vela`` but the whole linked image on a firmware target, so the two never share an axis or a front."""
+    lines = ["## Accuracy vs Flash", ""]
+    plotted = [r for r in ok if _num(r.get("flash_bytes")) is not None
+               and (_num(r.get("accuracy_int8")) is not None or _num(r.get("accuracy_float")) is not None)]
+    by_target: dict[str, list[dict]] = defaultdict(list)
+    for r in plotted:
+        by_target[r.get("target") or MISSING].append(r)
+    # vela first: its plot keeps the plain file name that earlier reports and links use.
+    targets = sorted(by_target, key=lambda t: (t != "vela", t))
+    for stale in out_dir.glob("accuracy_vs_flash*.png"):  # a plot from an earlier report would contradict this one
+        stale.unlink()
+    if not targets:
+        return lines + ["No ok measurement has both an accuracy and a Flash size; accuracy plot skipped.", ""]
+    for position, target in enumerate(targets):
+        rows = by_target[target]
+        candidates = [i for i, r in enumerate(rows) if _num(r.get("accuracy_int8")) is not None]
+        front = [candidates[j] for j in pareto_front(
+            [(float(rows[i]["flash_bytes"]), float(rows[i]["accuracy_int8"])) for i in candidates])]
+        name = _accuracy_plot_name(target, position == 0)
+        _accuracy_plot(rows, front, out_dir / name, target)
+        lines += [f"![Accuracy vs Flash on {target}]({name})", "",
+                  "Filled markers: int8 accuracy on the target; hollow: float accuracy before export.", ""]
+        front_rows = sorted((rows[i] for i in front), key=lambda r: (r["flash_bytes"], -r["accuracy_int8"]))
+        lines += [f"### Pareto front on {target} (max int8 accuracy, min Flash)", ""]
+        if front_rows:
+            lines += [_table(front_rows, [MEASUREMENT_HEADERS[i] for i in (0, 1, 2, 3, 4, 11)]), ""]
+        else:
+            lines += ["No ok measurement has both int8 accuracy and Flash.", ""]
+        fronts = _strategy_fronts(rows)
+        if len(fronts) > 1:
+            lines += [f"### Pareto front per strategy on {target}", "",
+                      markdown_table(["strategy", "on its front", "front (Flash KiB: int8 acc %)"],
+                                     [[strategy, str(len(members)), _front_text(members)]
+                                      for strategy, members in fronts.items()], right=[1]), ""]
+    return lines
+
+
+def write_report(rows: list[dict], out_dir: Path, title: str = "UDC harness report",
+                 history: list[dict] | None = None) -> Path:
+    """Write ``report.md`` and its PNGs into ``out_dir``; return the markdown's path. ``history``: measurements
+    from other runs of the same candidates, for the history section (default: ``rows`` themselves)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = [r for r in rows if r.get("status") == "ok"]
@@ -448,30 +676,10 @@ def write_report(rows: list[dict], out_dir: Path, title: str = "UDC harness repo
     lines += [f"{len(rows)} measurements: {len(ok)} ok, {len(failed)} failed. "
               f"Targets: {', '.join(targets) or MISSING}. Strategies: {', '.join(strategies) or MISSING}.", ""]
 
-    # Accuracy vs Flash and its Pareto front (int8 accuracy, the deployed model's).
-    lines += ["## Accuracy vs Flash", ""]
-    plotted = [r for r in ok if _num(r.get("flash_bytes")) is not None
-               and (_num(r.get("accuracy_int8")) is not None or _num(r.get("accuracy_float")) is not None)]
-    front_rows: list[dict] = []
-    accuracy_path = out_dir / ACCURACY_PLOT
-    if plotted:
-        candidates = [i for i, r in enumerate(plotted) if _num(r.get("accuracy_int8")) is not None]
-        front = [candidates[j] for j in pareto_front(
-            [(float(plotted[i]["flash_bytes"]), float(plotted[i]["accuracy_int8"])) for i in candidates])]
-        _accuracy_plot(plotted, front, accuracy_path)
-        front_rows = sorted((plotted[i] for i in front), key=lambda r: (r["flash_bytes"], -r["accuracy_int8"]))
-        lines += [f"![Accuracy vs Flash]({ACCURACY_PLOT})", "",
-                  "Filled markers: int8 accuracy on the target; hollow: float accuracy before export.", ""]
-    else:
-        accuracy_path.unlink(missing_ok=True)  # a plot from an earlier report would contradict this one
-        lines += ["No ok measurement has both an accuracy and a Flash size; accuracy plot skipped.", ""]
-    lines += ["### Pareto front (max int8 accuracy, min Flash)", ""]
-    if front_rows:
-        lines += [_table(front_rows, [MEASUREMENT_HEADERS[i] for i in (0, 1, 2, 3, 4, 11)]), ""]
-    else:
-        lines += ["No ok measurement has both int8 accuracy and Flash.", ""]
-
+    lines += _accuracy_section(ok, out_dir)
     lines += _search_section(ok, out_dir)
+    lines += _estimate_section(ok, out_dir)
+    lines += _history_section(rows if history is None else history, out_dir)
 
     lines += ["## Size figures", ""]
     size_path = out_dir / SIZE_PLOT

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from harness.errors import HarnessError, UsageError
 
-SCHEMA_VERSION = 1
+# The Alembic revision this code reads and writes (results/migrations/versions); older stores are
+# upgraded with 'python -m harness store upgrade'. SCHEMA_VERSION mirrors it in the meta table.
+SCHEMA_REVISIONS = ("0001", "0002")
+SCHEMA_REVISION = SCHEMA_REVISIONS[-1]
+SCHEMA_VERSION = int(SCHEMA_REVISION)
 STORE_FILENAME = "results.sqlite"
 RUN_STATUSES = ("running", "ok", "failed", "interrupted")
 MEASUREMENT_STATUSES = ("ok", "failed")
@@ -85,9 +90,9 @@ class Measurement(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True, index=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     candidate_hash: Mapped[str | None] = mapped_column(String, index=True)
-    candidate_name: Mapped[str | None] = mapped_column(String)
+    candidate_name: Mapped[str | None] = mapped_column(String, index=True)
     strategy: Mapped[str | None] = mapped_column(String)
     target: Mapped[str | None] = mapped_column(String)
     target_settings: Mapped[Any] = mapped_column(_json(), nullable=True)
@@ -184,10 +189,38 @@ def _measurement_dict(obj: Measurement) -> dict:
     return row
 
 
+def _migrate(connection, stamp: str | None = None) -> None:
+    """Alembic upgrade to the newest revision on ``connection``, inside the caller's transaction; ``stamp``
+    first records the revision of a store made before migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    config.attributes["connection"] = connection
+    if stamp is not None:
+        command.stamp(config, stamp)
+    command.upgrade(config, "head")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 class Store:
     """Runs and measurements in one database; safe for several processes writing to one SQLite file."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, upgrade: bool = False):
+        """Open (or create) the store at ``url``. An older schema is refused with the command that upgrades
+        it; ``upgrade=True`` is that command: it migrates the store (an SQLite file is backed up first)."""
+        self.upgraded_from: str | None = None
+        self.backup: Path | None = None
         try:
             parsed = make_url(url)
         except exc.ArgumentError as error:
@@ -213,7 +246,7 @@ class Store:
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self._write_engine, expire_on_commit=False)
         try:
-            self._create_schema()
+            self._prepare_schema(upgrade)
         except exc.DatabaseError as error:
             self.engine.dispose()
             reason = str(error.orig or error).splitlines()[0]
@@ -276,25 +309,77 @@ class Store:
             immediate = connection.get_execution_options().get("sqlite_immediate")
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    def _create_schema(self) -> None:
+    def _upgrade_command(self) -> str:
+        if self._sqlite and Path(self.url.database or "").name == STORE_FILENAME:
+            return f"python -m harness store upgrade --out {Path(self.url.database).parent}"
+        url = f"sqlite:///{self.url.database}" if self._sqlite else self._label
+        return f"python -m harness store upgrade --store {url}"
+
+    def _prepare_schema(self, upgrade: bool) -> None:
+        """A fresh store gets every migration; an existing one must be at ``SCHEMA_REVISION``, or is migrated
+        to it when ``upgrade`` is set. One transaction under a lock, so hosts starting together do not race."""
         with self._write_engine.begin() as connection:
-            if connection.dialect.name == "postgresql":  # hosts of a farm may open a fresh store together
+            if connection.dialect.name == "postgresql":
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7355608)")
-            existing = set(inspect(connection).get_table_names())
-            for table in (Run.__table__, Measurement.__table__):
-                if table.name in existing:
-                    have = {column["name"] for column in inspect(connection).get_columns(table.name)}
-                    missing = sorted(set(table.columns.keys()) - have)
-                    if missing:
-                        raise UsageError(self._unreadable(f"table {table.name} lacks columns {', '.join(missing)}"))
-            Base.metadata.create_all(connection)
-        with self._write() as session, session.begin():
-            meta = session.get(Meta, "schema_version")
-            if meta is None:
-                session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif meta.value != str(SCHEMA_VERSION):
-                raise UsageError(f"{self._label} has results schema version {meta.value}, this harness reads "
-                                 f"version {SCHEMA_VERSION}; upgrade the harness or pass --out to a fresh directory")
+            revision, stamped = self._revision(connection)
+            if revision is None:
+                _migrate(connection)
+                return
+            if revision == SCHEMA_REVISION:
+                self._check_columns(connection)
+                return
+            if revision not in SCHEMA_REVISIONS:
+                raise UsageError(f"{self._label} has results schema {revision}, newer than this harness reads "
+                                 f"({SCHEMA_REVISION}); upgrade the harness, or pass --out to a fresh directory")
+            if not upgrade:
+                raise UsageError(f"{self._label} has results schema {revision}, this harness needs {SCHEMA_REVISION}; "
+                                 f"upgrade the store with '{self._upgrade_command()}' (keeps every row)")
+            if self._sqlite and self.url.database not in (None, "", ":memory:"):
+                self.backup = self._backup_sqlite(Path(self.url.database), revision)
+            _migrate(connection, stamp=None if stamped else revision)
+            self.upgraded_from = revision
+
+    def _revision(self, connection) -> tuple[str | None, bool]:
+        """(the store's schema revision or None when empty, whether Alembic has stamped it)."""
+        tables = set(inspect(connection).get_table_names())
+        if "alembic_version" in tables:
+            revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            if revision is None:
+                raise UsageError(self._unreadable("its alembic_version table is empty"))
+            return revision, True
+        if not tables & {"meta", "runs", "measurements", "run_members"}:
+            return None, False
+        if "meta" not in tables:
+            raise UsageError(self._unreadable("tables without a schema version"))
+        value = connection.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+        if value is None or not value.isdigit():
+            raise UsageError(self._unreadable(f"schema version {value!r}"))
+        # Stores from before migrations carry only this number; version N is revision 000N.
+        return f"{int(value):04d}", False
+
+    def _check_columns(self, connection) -> None:
+        existing = set(inspect(connection).get_table_names())
+        for table in Base.metadata.sorted_tables:
+            if table.name not in existing:
+                raise UsageError(self._unreadable(f"table {table.name} is missing"))
+            have = {column["name"] for column in inspect(connection).get_columns(table.name)}
+            missing = sorted(set(table.columns.keys()) - have)
+            if missing:
+                raise UsageError(self._unreadable(f"table {table.name} lacks columns {', '.join(missing)}"))
+
+    @staticmethod
+    def _backup_sqlite(path: Path, revision: str) -> Path:
+        """A consistent copy (SQLite's backup API, safe beside WAL readers) before any migration touches it."""
+        import sqlite3
+
+        backup = path.with_name(f"{path.name}.schema-{revision}.bak")
+        source, target = sqlite3.connect(path), sqlite3.connect(backup)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        return backup
 
     # -- runs ------------------------------------------------------------------------------------------------
 
@@ -304,8 +389,16 @@ class Store:
             return int(meta.value)
 
     def start_run(self, command: str, config: dict, provenance: dict) -> int:
+        """A new run, recorded with this host and process; runs this host left 'running' in a process that no
+        longer exists (killed outright, power lost) are marked interrupted first."""
+        host = socket.gethostname()
         with self._write() as session, session.begin():
-            run = Run(command=command, config=_jsonable(config), provenance=_jsonable(provenance),
+            for stale in session.scalars(select(Run).where(Run.status == "running")):
+                owner = stale.provenance or {}
+                if owner.get("host") == host and isinstance(owner.get("pid"), int) and not _process_alive(owner["pid"]):
+                    stale.status = "interrupted"
+            run = Run(command=command, config=_jsonable(config),
+                      provenance=_jsonable({**provenance, "host": host, "pid": os.getpid()}),
                       status="running", started_at=utcnow())
             session.add(run)
             session.flush()
@@ -387,6 +480,17 @@ class Store:
             query = query.where(Measurement.created_at >= since)
         with self._read() as session:
             return [_measurement_dict(row) for row in session.scalars(query)]
+
+    def history(self, candidate_names: list[str]) -> list[dict]:
+        """Every measurement of these candidates, whichever run made it (a report's history over runs)."""
+        rows: list[dict] = []
+        names = sorted(set(candidate_names))
+        with self._read() as session:
+            for start in range(0, len(names), 500):  # under every backend's bound-parameter limit
+                query = (select(Measurement).where(Measurement.candidate_name.in_(names[start:start + 500]))
+                         .order_by(Measurement.id))
+                rows += [_measurement_dict(row) for row in session.scalars(query)]
+        return sorted(rows, key=lambda row: row["id"])
 
     def close(self) -> None:
         self.engine.dispose()

@@ -46,6 +46,21 @@ def test_a_complete_checkout_passes_and_its_library_is_found_in_the_cache_first(
     assert firmware.find_tflm_library(root, "reference") is None  # other kernels, other library
 
 
+def test_the_library_cache_follows_the_tflm_sources_not_the_checkout_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = _checkout(tmp_path / "one")
+    second = tmp_path / "two"
+    shutil.copytree(first, second)
+    (second / DOWNLOADS / "cmsis" / "README").write_text("downloads do not count: the build files pin them")
+    assert firmware.tflm_cache(first, "cmsis_nn") == firmware.tflm_cache(second, "cmsis_nn")
+    assert firmware.tflm_cache(first, "cmsis_nn") != firmware.tflm_cache(first, "reference")
+    assert firmware.tflm_cache(first, "cmsis_nn") != firmware.tflm_cache(first, "cmsis_nn", "ethos_u")
+    edited = tmp_path / "edited"
+    shutil.copytree(first, edited)
+    (edited / "tensorflow" / "lite" / "micro" / "micro_interpreter.cc").write_text("// a local change\n")
+    assert firmware.tflm_cache(edited, "cmsis_nn") != firmware.tflm_cache(first, "cmsis_nn")
+
+
 def test_no_checkout_is_one_line_and_the_target_says_how_to_build(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TFLM_ROOT", raising=False)
     assert main(["firmware", "check"]) == 2

@@ -62,8 +62,12 @@ ROWS = [
 ]
 
 
-def pareto_section(text: str) -> str:
-    return text.split("### Pareto front", 1)[1].split("\n## ", 1)[0]
+def pareto_section(text: str, target: str = "vela") -> str:
+    return subsection(text, f"Pareto front on {target} (max int8 accuracy, min Flash)")
+
+
+def subsection(text: str, heading: str) -> str:
+    return text.split(f"\n### {heading}\n", 1)[1].split("\n#", 1)[0]
 
 
 def section(text: str, heading: str) -> str:

@@ -153,6 +153,32 @@ def test_killed_run_resumes_with_only_the_missing_candidates(tmp_path):
         assert len(rows) == 4
         assert len(store.measurements()) == 4  # the killed run's rows were reused, not measured again
         assert measured_before <= {r["candidate_hash"] for r in rows}
+        # The killed process cannot record its end; the next run on this host marks it interrupted.
+        assert [run["status"] for run in store.runs()] == ["interrupted", "ok"]
+
+
+def test_sigterm_stops_a_run_as_interrupted(tmp_path):
+    """What a cron timeout or a cancelled CI job does: the run ends interrupted, exit 130, rows kept."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "harness", "run", "--config", str(_config(tmp_path)), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if (out / "results.sqlite").exists():
+                with Store.for_output_dir(out) as store:
+                    if store.runs():
+                        break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted: measurements so far are stored" in stderr
+    with Store.for_output_dir(out) as store:
+        (run,) = store.runs()
+        assert run["status"] == "interrupted" and run["finished_at"] is not None
 
 
 @pytest.mark.slow

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import results.store as results_store
+from harness.cli import main
 from harness.errors import UsageError
 from results.store import MEASUREMENT_COLUMNS, SCHEMA_VERSION, Store
 
@@ -141,7 +148,8 @@ def test_runs_start_finish_and_filters(store):
     assert store.latest_run_id("search") is None
     (running, _) = store.runs()
     assert running["status"] == "running" and running["finished_at"] is None
-    assert running["config"] == {"targets": ["vela"], "seed": 1} and running["provenance"] == {"host": "h"}
+    assert running["config"] == {"targets": ["vela"], "seed": 1} and running["provenance"] == {"host": socket.gethostname(),
+                                                                                  "pid": os.getpid()}
     store.finish_run(first, "interrupted")
     store.finish_run(second, "ok")
     runs = store.runs()
@@ -224,10 +232,137 @@ def test_newer_schema_version_is_refused(tmp_path):
     path = tmp_path / "results.sqlite"
     Store(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as connection:
-        connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        connection.execute("UPDATE alembic_version SET version_num = '0099'")
     connection.close()
-    with pytest.raises(UsageError, match="version 99"):
+    with pytest.raises(UsageError, match="schema 0099, newer than this harness reads"):
         Store(f"sqlite:///{path}")
+
+
+# The schema exactly as the first release created it (SQLAlchemy's create_all, before migrations existed).
+FIRST_RELEASE_DDL = """
+CREATE TABLE meta ("key" VARCHAR(64) NOT NULL, value TEXT NOT NULL, PRIMARY KEY ("key"));
+CREATE TABLE runs (id INTEGER NOT NULL, command VARCHAR NOT NULL, config JSON, provenance JSON,
+    status VARCHAR(16) NOT NULL, started_at DATETIME NOT NULL, finished_at DATETIME, PRIMARY KEY (id));
+CREATE TABLE measurements (id INTEGER NOT NULL, run_id INTEGER, created_at DATETIME NOT NULL, candidate_hash VARCHAR,
+    candidate_name VARCHAR, strategy VARCHAR, target VARCHAR, target_settings JSON, settings_key VARCHAR,
+    status VARCHAR(16) NOT NULL, error TEXT, flash_bytes BIGINT, sram_bytes BIGINT, encoded_weight_bytes BIGINT,
+    original_weight_bytes BIGINT, npu_cycles BIGINT, total_cycles BIGINT, latency_s DOUBLE,
+    latency_is_estimate BOOLEAN, accuracy_int8 DOUBLE, accuracy_float DOUBLE, accuracy_samples BIGINT,
+    tflm_arena_bytes BIGINT, rhs_bound_bytes DOUBLE, empirical_entropy_bytes DOUBLE, coded_mask_bytes DOUBLE,
+    tool_versions JSON, git_sha VARCHAR, host VARCHAR, extra JSON, PRIMARY KEY (id),
+    FOREIGN KEY(run_id) REFERENCES runs (id));
+CREATE INDEX ix_measurements_run_id ON measurements (run_id);
+CREATE INDEX ix_measurements_candidate_hash ON measurements (candidate_hash);
+CREATE INDEX ix_measurements_settings_key ON measurements (settings_key);
+CREATE TABLE run_members (run_id INTEGER NOT NULL, measurement_id INTEGER NOT NULL,
+    PRIMARY KEY (run_id, measurement_id), FOREIGN KEY(run_id) REFERENCES runs (id),
+    FOREIGN KEY(measurement_id) REFERENCES measurements (id));
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO runs VALUES (1, 'run', '{}', '{}', 'ok', '2025-01-01 00:00:00', '2025-01-01 00:10:00');
+INSERT INTO measurements (id, run_id, created_at, candidate_hash, candidate_name, target, status, flash_bytes, extra)
+    VALUES (1, 1, '2025-01-01 00:05:00', 'aaaa', 'udc-b4-s50', 'vela', 'ok', 48624, '{"search": {"budget_bytes": 24000}}');
+"""
+
+
+def schema_differences(url: str) -> list:
+    """What Alembic's autogenerate would change to make the store match the models (nothing, when in step)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from results.store import Base
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_the_migrations_end_at_the_revision_the_code_reads(tmp_path):
+    from alembic.script import ScriptDirectory
+
+    from results.store import SCHEMA_REVISION
+
+    script = ScriptDirectory(str(Path(results_store.__file__).with_name("migrations")))
+    assert script.get_current_head() == SCHEMA_REVISION
+    Store(f"sqlite:///{tmp_path / 'fresh.sqlite'}").close()
+    assert schema_differences(f"sqlite:///{tmp_path / 'fresh.sqlite'}") == []
+
+
+def test_an_old_store_gets_one_message_and_upgrades_keeping_every_row(tmp_path, capsys):
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(FIRST_RELEASE_DDL)
+    connection.close()
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "schema 0001" in message
+    assert f"'python -m harness store upgrade --out {tmp_path}'" in message
+    with sqlite3.connect(path) as connection:  # refusing migrated nothing
+        assert connection.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall() == []
+    connection.close()
+    assert main(["store", "upgrade", "--out", str(tmp_path)]) == 0
+    assert "schema 0001 -> 0002" in capsys.readouterr().out
+    assert (tmp_path / "results.sqlite.schema-0001.bak").read_bytes()[:16] == b"SQLite format 3\x00"
+    assert schema_differences(f"sqlite:///{path}") == []
+    with Store.for_output_dir(tmp_path) as store:
+        (row,) = store.measurements(since=dt.datetime(2024, 12, 31))
+        assert row["flash_bytes"] == 48624 and row["extra"]["search"]["budget_bytes"] == 24000
+        assert store.schema_version() == SCHEMA_VERSION and store.runs()[0]["status"] == "ok"
+    assert main(["store", "upgrade", "--out", str(tmp_path)]) == 0  # upgrading a current store changes nothing
+    assert "current; 1 runs" in capsys.readouterr().out
+
+
+def test_a_store_without_a_schema_version_is_named_unreadable(tmp_path):
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
+    connection.close()
+    with pytest.raises(UsageError, match="not a readable results store .tables without a schema version."):
+        Store.for_output_dir(tmp_path)
+
+
+KILLED_WRITER = """
+import sys
+from results.store import Store
+store = Store(sys.argv[1])
+run = store.start_run("run", {}, {})
+index = 0
+while True:
+    store.add_measurement(run, {"status": "ok", "candidate_hash": f"c{index}", "settings_key": "k",
+                                "flash_bytes": index, "extra": {"layers": list(range(200))}})
+    print(index, flush=True)
+    index += 1
+"""
+
+
+def test_a_run_killed_midway_leaves_a_consistent_resumable_store(tmp_path):
+    path = tmp_path / "results.sqlite"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, f"sqlite:///{path}"], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).parents[1])
+    try:
+        for _ in range(30):  # 30 rows committed, the 31st likely under way
+            assert writer.stdout.readline(), "the writer died before it was killed"
+    finally:
+        writer.kill()
+        writer.wait(30)
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with Store(f"sqlite:///{path}") as store:
+        rows = store.measurements()
+        assert len(rows) >= 30
+        assert all(row["flash_bytes"] == int(row["candidate_hash"][1:]) and row["extra"]["layers"][-1] == 199
+                   for row in rows)  # no half-written row
+        (run,) = store.runs()
+        assert run["status"] == "running" and run["finished_at"] is None
+        # Resuming: every committed measurement is a cache hit, and the store takes new runs; starting one
+        # marks the dead process's run interrupted.
+        assert all(store.find_measurement(f"c{i}", "k") is not None for i in range(30))
+        again = store.start_run("run", {}, {})
+        assert [r["status"] for r in store.runs()] == ["interrupted", "running"]
+        store.add_measurement(again, {"status": "ok", "candidate_hash": "c-next", "settings_key": "k"})
+        store.finish_run(again, "ok")
 
 
 def test_bad_urls_are_usage_errors(tmp_path):

@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 from harness.cli import main
-from results.store import Store
+from results.store import SCHEMA_VERSION, Store
 from tests.postgres import PostgresServer
+from tests.test_store import schema_differences
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_runs_and_measurements_round_trip(url):
         store.link(other, first)  # a cache hit listed by a later run
         store.finish_run(other, "ok")
     with Store(url) as store:  # a second connection sees the schema and the rows
-        assert store.schema_version() == 1 and store.latest_run_id() == other
+        assert store.schema_version() == SCHEMA_VERSION and store.latest_run_id() == other
         row = store.measurements(other)[0]
         assert row["flash_bytes"] == 48624 and row["accuracy_int8"] == 0.875
         assert row["extra"]["layers"] == [{"name": "stem", "bits": 4}] and row["extra"]["unknown_key"] == [1, 2]
@@ -75,3 +76,26 @@ def test_measure_and_report_against_a_postgresql_url(url, capsys, tmp_path, hand
     assert main(["report", "--store", url, "--out", str(tmp_path)]) == 0
     with Store(url) as store:
         assert store.measurements()[0]["flash_bytes"] == record["flash_bytes"]
+
+
+def test_an_old_store_on_postgresql_upgrades_keeping_its_rows(url, capsys):
+    from sqlalchemy import create_engine
+
+    from results.store import _migrate
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:  # what the first release left: revision 0001's tables, no Alembic stamp
+        _migrate(connection)
+        connection.exec_driver_sql("DROP INDEX ix_measurements_created_at; DROP INDEX ix_measurements_candidate_name;"
+                                   "UPDATE meta SET value = '1'; DROP TABLE alembic_version")
+        connection.exec_driver_sql("INSERT INTO measurements (created_at, status, candidate_name, flash_bytes) "
+                                   "VALUES (now(), 'ok', 'kept', 1234)")
+    engine.dispose()
+    assert main(["report", "--all", "--store", url]) == 2
+    command = capsys.readouterr().err.split("'python -m harness ")[1].split("'")[0].split()
+    assert command[:3] == ["store", "upgrade", "--store"]
+    assert main(command) == 0  # the command the message names, as printed
+    assert "schema 0001 -> 0002" in capsys.readouterr().out
+    assert schema_differences(url.replace("postgresql://", "postgresql+psycopg://")) == []
+    with Store(url) as store:
+        assert [(r["candidate_name"], r["flash_bytes"]) for r in store.measurements()] == [("kept", 1234)]

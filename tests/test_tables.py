@@ -37,3 +37,18 @@ def test_table4_gives_our_sizes_with_the_flash_ratio():
            "rhs_bound_bytes": 23270, "coded_mask_bytes": 23460, "flash_bytes": 40510}
     ours = table4([row]).rows[0]
     assert ours[:2] == ["udc-mbv2-24kB", "ours, vela (KB)"] and ours[3] == "23.27" and ours[5] == "40.51 (1.16x)"
+
+
+def test_table4_takes_the_latest_of_repeated_measurements_and_vela_weights_on_firmware_targets():
+    def measured(flash, candidate_hash="a" * 64, **overrides):
+        return {"status": "ok", "candidate_name": "net", "candidate_hash": candidate_hash, "target": "vela",
+                "settings_key": "k", "original_weight_bytes": 4000, "rhs_bound_bytes": 1000, "coded_mask_bytes": 1100,
+                "flash_bytes": flash, "encoded_weight_bytes": 1500, **overrides}
+
+    rows = [measured(2100), measured(2000), measured(2400, candidate_hash="b" * 64),
+            measured(300_000, target="corstone300", settings_key="fvp")]
+    ours = [row for row in table4(rows).rows if row[1].startswith("ours")]
+    assert [row[:2] + row[5:] for row in ours] == [
+        ["net [aaaaaaaa]", "ours, vela (KB)", "2.00 (2.00x)"],
+        ["net [bbbbbbbb]", "ours, vela (KB)", "2.40 (1.67x)"],
+        ["net [aaaaaaaa]", "ours, corstone300, encoded weights (KB)", "1.50 (2.67x)"]]
