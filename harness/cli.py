@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from harness.errors import HarnessError, UsageError
+from targets.corstone300 import MACS
 
 JSON_KEYS = ("candidate", "candidate_hash", "target", "status", "error", "cached", "flash_bytes", "sram_bytes",
              "encoded_weight_bytes", "original_weight_bytes", "npu_cycles", "total_cycles", "latency_s",
@@ -41,8 +42,20 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-mode", help="Vela memory mode (default: Shared_Sram)")
     parser.add_argument("--allow-cpu-ops", action="store_true", default=None,
                         help="measure models with operators Vela leaves on the CPU instead of failing them")
-    parser.add_argument("--port", help="board target: its serial port, e.g. /dev/ttyACM0")
+    parser.add_argument("--macs", type=int, choices=MACS,
+                        help="Ethos-U55 MACs per cycle: --accelerator ethos-u55-N (corstone300: -C ethosu.num_macs)")
+    parser.add_argument("--port", help="board target: its serial port, e.g. /dev/ttyACM0 (config: [board] port)")
     parser.add_argument("--probe", help="board target: pyOCD probe id (default: the only one attached)")
+    parser.add_argument("--config", type=Path, help="TOML config (sections run, search, measure, vela, firmware, board)")
+
+
+def _target_overrides(args) -> dict:
+    """The config sections the target options on the command line override."""
+    if args.macs and args.accelerator and args.accelerator != f"ethos-u55-{args.macs}":
+        raise UsageError(f"--macs {args.macs} contradicts --accelerator {args.accelerator}; give one of them")
+    accelerator = f"ethos-u55-{args.macs}" if args.macs else args.accelerator
+    return {"vela": {"accelerator": accelerator, "system_config": args.system_config, "memory_mode": args.memory_mode},
+            "board": {"port": args.port, "probe": args.probe}}
 
 
 def _training_options(parser: argparse.ArgumentParser, full_help: str) -> None:
@@ -61,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train, compress, measure every candidate, write a report")
     _common(run)
     _target_options(run)
-    run.add_argument("--config", type=Path, help="TOML config (sections run, search, measure, vela)")
     _training_options(run, full_help="full training and test set")
     run.add_argument("--eval-samples", type=int, help="test images for int8 accuracy (0 = all)")
     run.add_argument("--force", action="store_true", help="re-measure candidates already in the store")
@@ -146,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="list tools, datasets and targets with their status")
     _common(doctor, store=False)
+    doctor.add_argument("--config", type=Path, help="TOML config whose [firmware] and [board] places to check too")
     return parser
 
 
@@ -198,7 +211,7 @@ def _run(args) -> int:
                 "strategies": _split(args.strategies), "ablation": args.ablation},
         "search": {"supernet": args.supernet},
         "measure": {"eval_samples": args.eval_samples, "allow_cpu_ops": args.allow_cpu_ops},
-        "vela": {"accelerator": args.accelerator, "system_config": args.system_config, "memory_mode": args.memory_mode},
+        **_target_overrides(args),
     }
     config = load_config(args.config, overrides)
     out_dir = _out_dir(args, config["run"]["out"])
@@ -266,6 +279,7 @@ def _search(args) -> int:
 
 
 def _measure(args) -> int:
+    from harness.config import load_config, target_options
     from harness.data import load_dataset
     from harness.pipeline import Evaluation, Pipeline, load_candidates, progress
     from targets import get_target
@@ -285,9 +299,8 @@ def _measure(args) -> int:
             raise UsageError(f"candidate {candidate.name} takes {'x'.join(map(str, shape))} images in {classes} classes, "
                              f"but {dataset.name} has {'x'.join(map(str, dataset.input_shape))} in "
                              f"{dataset.num_classes}; pass the dataset it was trained on (--dataset)")
-    board = {"port": args.port, "probe": args.probe} if args.target == "board" else {}
-    target = get_target(args.target or "vela", accelerator=args.accelerator, system_config=args.system_config,
-                        memory_mode=args.memory_mode, **board)
+    config = load_config(args.config, {"run": {"target": args.target}, **_target_overrides(args)})
+    target = get_target(config["run"]["target"], **target_options(config))
     reason = target.available()
     if reason:
         raise HarnessError(f"target {target.name} is not usable here: {reason}")
@@ -515,9 +528,10 @@ def _firmware(args) -> int:
 
 
 def _doctor(args) -> int:
+    from harness.config import load_config
     from harness.doctor import checks
 
-    rows = checks()
+    rows = checks(load_config(args.config) if args.config else None)
     width = max(len(name) for name, _, _ in rows)
     for name, ok, detail in rows:
         print(f"{'ok ' if ok else '-- '} {name.ljust(width)}  {detail}")

@@ -24,6 +24,10 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                "anneal_fraction": (_NUMBER,), "seed": (int,)},
     "measure": {"eval_samples": (int,), "calibration_samples": (int,), "allow_cpu_ops": (bool,)},
     "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
+    # where the firmware targets find their parts; an empty value falls back to the environment variable
+    # (TFLM_ROOT, ETHOSU_DRIVER, FVP_CORSTONE300, UDC_BOARD_PORT, UDC_BOARD_PROBE, UDC_PYOCD_TARGET)
+    "firmware": {"tflm_root": (str,), "kernels": (str,), "ethosu_driver": (str,), "fvp": (str,)},
+    "board": {"port": (str,), "probe": (str,), "pyocd_target": (str,)},
     # thresholds of 'regress': relative for sizes and latency, absolute (a fraction) for accuracy
     "regress": {"flash_bytes": (_NUMBER,), "sram_bytes": (_NUMBER,), "npu_cycles": (_NUMBER,),
                 "total_cycles": (_NUMBER,), "instructions": (_NUMBER,), "latency_s": (_NUMBER,),
@@ -39,6 +43,8 @@ DEFAULTS: dict[str, dict] = {
     "search": {"supernet": "mbv2", "bits": [8, 4, 2], "nonzero": [1.0, 0.5, 0.2], "seed": 0},
     "measure": {"calibration_samples": 200, "allow_cpu_ops": False},
     "vela": {},
+    "firmware": {"tflm_root": "", "kernels": "cmsis_nn", "ethosu_driver": "", "fvp": ""},
+    "board": {"port": "", "probe": "", "pyocd_target": ""},
     "regress": {"alpha": 0.05},
     "udc": {},
     **{peer: {} for peer in PEER_SECTIONS},
@@ -76,7 +82,29 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     except UsageError as error:
         raise UsageError(f"{path or 'command line'}: [{section}] {error}") from None
     _check_run(config["run"])
+    if config["firmware"]["kernels"] not in KERNELS:
+        raise UsageError(f"firmware.kernels = {config['firmware']['kernels']!r}; choose one of {', '.join(KERNELS)}")
     return config
+
+
+KERNELS = ("cmsis_nn", "reference")
+
+
+def target_options(config: dict, name: str | None = None) -> dict:
+    """The constructor options of target ``name`` (default: the run's) from [vela], [firmware] and [board];
+    an empty value is left out, so the target falls back to its environment variable."""
+    name = name or config["run"]["target"]
+    vela = {key: value for key, value in config["vela"].items() if value}
+    firmware, board = config["firmware"], config["board"]
+    if name == "qemu-an547":
+        return {"tflm_root": firmware["tflm_root"] or None, "kernels": firmware["kernels"]}
+    npu = {**vela, "tflm_root": firmware["tflm_root"] or None, "driver": firmware["ethosu_driver"] or None,
+           "fvp": firmware["fvp"] or None}
+    if name == "corstone300":
+        return npu
+    if name == "board":
+        return {**npu, **{key: value for key, value in board.items() if value}}
+    return vela
 
 
 def _check_run(run: dict) -> None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from harness.data import FASHION_MNIST_DEFAULT
+from harness.config import target_options
 from harness.firmware import check_ethosu_driver, find_ethosu_driver
 from harness.provenance import package_version
 from targets import TARGETS, get_target
@@ -32,7 +33,9 @@ TOOLS = (
 )
 
 
-def checks() -> list[tuple[str, bool, str]]:
+def checks(config: dict | None = None) -> list[tuple[str, bool, str]]:
+    """(item, ok, detail) per package, tool, checkout, dataset and target; ``config`` adds its [firmware] and
+    [board] places to the environment's."""
     rows = []
     for label, distributions, purpose in PACKAGES:
         found = package_version(distributions)
@@ -42,19 +45,21 @@ def checks() -> list[tuple[str, bool, str]]:
         path = shutil.which(tool)
         rows.append((f"tool {tool}", path is not None, f"{path} ({purpose})" if path
                      else f"missing ({purpose}); apt-get install {packages}"))
-    tflm = os.environ.get("TFLM_ROOT")
-    rows.append(("checkout TFLM (TFLM_ROOT)", bool(tflm) and os.path.isdir(tflm),
-                 tflm if tflm and os.path.isdir(tflm) else "not set; export TFLM_ROOT=/path/to/tflite-micro "
+    firmware = (config or {}).get("firmware", {})
+    tflm = firmware.get("tflm_root") or os.environ.get("TFLM_ROOT")
+    rows.append(("checkout TFLM ([firmware] tflm_root, TFLM_ROOT)", bool(tflm) and os.path.isdir(tflm),
+                 tflm if tflm and os.path.isdir(tflm) else
+                 (f"{tflm} is not a directory" if tflm else "not set") + "; export TFLM_ROOT=/path/to/tflite-micro "
                  "(README: TFLM for the firmware targets)"))
-    driver = find_ethosu_driver(Path(tflm) if tflm else None)
+    driver = find_ethosu_driver(Path(tflm) if tflm else None, firmware.get("ethosu_driver") or None)
     missing = check_ethosu_driver(driver)
-    rows.append(("checkout Ethos-U driver (ETHOSU_DRIVER)", missing is None,
+    rows.append(("checkout Ethos-U driver ([firmware] ethosu_driver, ETHOSU_DRIVER)", missing is None,
                  f"{driver} (corstone300, board)" if missing is None else f"{missing} (corstone300, board)"))
-    fvp = os.environ.get("FVP_CORSTONE300") or FVP
+    fvp = firmware.get("fvp") or os.environ.get("FVP_CORSTONE300") or FVP
     rows.append((f"tool {FVP}", shutil.which(fvp) is not None,
                  f"{shutil.which(fvp)} (corstone300 emulator)" if shutil.which(fvp) else
-                 "missing (corstone300 emulator); Arm's Corstone-300 Ecosystem FVP from developer.arm.com, on PATH "
-                 "or at $FVP_CORSTONE300"))
+                 f"{fvp} missing (corstone300 emulator); install Arm's Corstone-300 Ecosystem FVP from "
+                 "developer.arm.com, then put it on PATH, at $FVP_CORSTONE300 or in [firmware] fvp"))
     pyocd = shutil.which("pyocd")
     rows.append(("tool pyocd", pyocd is not None, f"{pyocd} (board flashing)" if pyocd
                  else "missing (board flashing); pip install pyocd"))
@@ -62,7 +67,7 @@ def checks() -> list[tuple[str, bool, str]]:
     rows.append(("dataset fashion-mnist", fashion, str(FASHION_MNIST_DEFAULT) if fashion
                  else "missing; sudo apt-get install dataset-fashion-mnist (or pass --data-path DIR)"))
     for name, description in TARGETS.items():
-        reason = get_target(name).available()
+        reason = get_target(name, **(target_options(config, name) if config else {})).available()
         rows.append((f"target {name}", reason is None, description if reason is None else reason))
     return rows
 

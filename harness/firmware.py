@@ -129,10 +129,21 @@ def check_tflm(root: Path) -> list[tuple[str, bool, str]]:
     return rows
 
 
+def missing_tflm_checkout(root: Path | None) -> str | None:
+    """None when ``root`` holds TFLM's sources, else one line naming where the harness looked."""
+    if root is None:
+        return ("no TFLM checkout: set TFLM_ROOT (or [firmware] tflm_root in the config) to a tflite-micro checkout "
+                "with its downloads/ populated (README: 'TFLM for the firmware targets')")
+    if not (root / "tensorflow" / "lite" / "micro").is_dir():
+        return (f"{root} is no TFLM checkout (no tensorflow/lite/micro); point TFLM_ROOT or [firmware] tflm_root at "
+                "a tflite-micro checkout (README: 'TFLM for the firmware targets')")
+    return None
+
+
 def check_ethosu_driver(driver: Path | None) -> str | None:
     """None when ``driver`` is an Ethos-U core driver checkout, else what is missing and where to put it."""
     if driver is None:
-        return (f"no Ethos-U core driver: set ETHOSU_DRIVER to a checkout of {ETHOSU_DRIVER_PIN}, or put it in "
+        return (f"no Ethos-U core driver: set [firmware] ethosu_driver or ETHOSU_DRIVER to a checkout of {ETHOSU_DRIVER_PIN}, or put it in "
                 "TFLM's tools/make/downloads/ethos_u_core_driver")
     if not (driver / "include" / "ethosu_driver.h").is_file():
         return f"{driver} is no Ethos-U core driver checkout (no include/ethosu_driver.h); get {ETHOSU_DRIVER_PIN}"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import candidate as candidate_io
-from harness.config import parse_budget
+from harness.config import parse_budget, target_options
 from harness.data import Dataset, load_dataset
 from harness.errors import HarnessError
 from harness.pipeline import Evaluation, Pipeline, elapsed, progress
@@ -33,7 +33,7 @@ def settings_key(*parts) -> str:
 def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, force: bool = False) -> tuple[int, list[dict], Path]:
     started = time.perf_counter()
     settings = config["run"]
-    target = get_target(settings["target"], **config["vela"])
+    target = get_target(settings["target"], **target_options(config))
     reason = target.available()
     if reason:
         raise HarnessError(f"target {target.name} is not usable here: {reason}")

@@ -79,7 +79,7 @@ class BoardTarget(Corstone300Target):
         if shutil.which("pyocd") is None:
             return "pyocd not found on PATH; run: pip install pyocd"
         if not self.port:
-            return "no serial port: pass --port /dev/ttyACM0 (or set UDC_BOARD_PORT)"
+            return "no serial port: pass --port /dev/ttyACM0 (or set [board] port in the config, or UDC_BOARD_PORT)"
         if not Path(self.port).exists():
             return f"serial port {self.port} does not exist; is the board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*)"
         return None

@@ -129,9 +129,9 @@ class Corstone300Target(SerialTarget):
         reason = firmware.missing_tools() or self.runner_missing()
         if reason:
             return reason
-        if self.tflm_root is None or not (self.tflm_root / "tensorflow" / "lite" / "micro").is_dir():
-            return ("no TFLM checkout: set TFLM_ROOT to a tflite-micro checkout with its downloads/ populated "
-                    "(README: 'TFLM for the firmware targets')")
+        reason = firmware.missing_tflm_checkout(self.tflm_root)
+        if reason:
+            return reason
         reason = firmware.check_ethosu_driver(self.driver)
         if reason:
             return reason
@@ -143,8 +143,8 @@ class Corstone300Target(SerialTarget):
     def runner_missing(self) -> str | None:
         """What is missing to run an image here (the FVP), or None."""
         if shutil.which(self.fvp) is None:
-            return (f"{self.fvp} not found (looked on PATH and at $FVP_CORSTONE300); install Arm's Corstone-300 "
-                    "Ecosystem FVP from developer.arm.com and put its models directory on PATH")
+            return (f"{self.fvp} not found (looked at [firmware] fvp, $FVP_CORSTONE300, then PATH); install Arm's "
+                    "Corstone-300 Ecosystem FVP from developer.arm.com and put its models directory on PATH")
         return None
 
     def settings(self) -> dict:

@@ -8,18 +8,21 @@ Every QEMU started here is killed when its session closes, whatever happened.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from harness.errors import HarnessError
-from targets.serial_protocol import TIMED_RUNS, SerialLink, SerialTarget, Session, write_model_source
+from targets.serial_protocol import TIMED_RUNS, ProtocolError, SerialLink, SerialTarget, Session, write_model_source
 
 BOOT_TIMEOUT_S = 20.0
+STDERR_LINES_KEPT = 20  # QEMU's last stderr lines, for error messages
 
 
 def _free_port() -> int:
@@ -45,10 +48,17 @@ class QemuSession(Session):
         # its own process group, so that close() can kill it and anything it started
         self.process = subprocess.Popen(qemu_command(elf, self.port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         start_new_session=True)
+        # Drained all along: a firmware printing over semihosting must never fill the pipe and stall QEMU.
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
         try:
             self.connection = self._connect()
             self.link = SerialLink.over_socket(self.connection, timeout_s, label="qemu-an547")
-            self.boot_lines = self.link.wait_ready("boot")
+            try:
+                self.boot_lines = self.link.wait_ready("boot")
+            except ProtocolError as error:
+                raise self._exit_reason("while booting") or error from None
         except BaseException:
             self.close()
             raise
@@ -57,13 +67,28 @@ class QemuSession(Session):
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise HarnessError(f"qemu-system-arm exited with {self.process.returncode} before its UART opened: "
-                                   f"{self.process.stderr.read().decode(errors='replace').strip()[:200]}")
+                raise self._exit_reason("before its UART opened")
             try:
                 return socket.create_connection(("127.0.0.1", self.port), timeout=1.0)
             except OSError:
                 time.sleep(0.05)
         raise HarnessError(f"qemu-system-arm did not open its UART within {BOOT_TIMEOUT_S:g} s")
+
+    def _exit_reason(self, when: str) -> HarnessError | None:
+        """QEMU's exit status and last stderr lines as one error, if it has exited (or does within a second)."""
+        try:
+            code = self.process.wait(1.0)
+        except subprocess.TimeoutExpired:
+            return None
+        self._drain.join(5)
+        return HarnessError(f"qemu-system-arm exited with {code} {when}: "
+                            f"{' / '.join(self.stderr_tail)[:300] or 'no output'}")
+
+    def _read_stderr(self) -> None:
+        for raw in self.process.stderr:
+            line = raw.decode(errors="replace").strip()
+            if line:
+                self.stderr_tail.append(line)
 
     def exit(self, code: int = 0, timeout_s: float = 10.0) -> int:
         """Ask the firmware to exit with ``code``; QEMU's exit status (the firmware's)."""
@@ -80,6 +105,8 @@ class QemuSession(Session):
         if self.process.poll() is None:
             os.killpg(self.process.pid, 9)
             self.process.wait(10)
+        self._drain.join(5)
+        self.process.stderr.close()
 
 
 class QemuAn547Target(SerialTarget):
@@ -105,9 +132,9 @@ class QemuAn547Target(SerialTarget):
             return "qemu-system-arm not found on PATH; install with: apt-get install qemu-system-arm"
         if shutil.which("arm-none-eabi-g++") is None:
             return "arm-none-eabi-g++ not found; install with: apt-get install libstdc++-arm-none-eabi-newlib"
-        if self.tflm_root is None or not (self.tflm_root / "tensorflow" / "lite" / "micro").is_dir():
-            return ("no TFLM checkout: set TFLM_ROOT to a tflite-micro checkout with its downloads/ populated "
-                    "(README: 'TFLM for the firmware targets')")
+        reason = firmware.missing_tflm_checkout(self.tflm_root)
+        if reason:
+            return reason
         if firmware.find_tflm_library(self.tflm_root, self.kernels) is None:
             return (f"TFLM in {self.tflm_root} has no Cortex-M55 library with {self.kernels} kernels yet; build it "
                     f"once with: python -m harness firmware setup --kernels {self.kernels}")

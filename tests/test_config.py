@@ -59,3 +59,12 @@ def test_peer_sections_are_checked(tmp_path):
     config.write_text("[zur]\nzur_lambda = \"high\"\n")
     with pytest.raises(UsageError, match=r"\[zur\] search setting zur_lambda = 'high' has the wrong type"):
         load_config(config)
+
+
+def test_readme_documents_the_firmware_and_board_sections_with_their_defaults():
+    from harness.config import DEFAULTS
+
+    block = README.read_text().split("## Configuration")[1].split("```toml")[1].split("```")[0]
+    documented = tomllib.loads(block)
+    for section in ("firmware", "board"):
+        assert documented[section] == DEFAULTS[section]

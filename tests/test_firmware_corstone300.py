@@ -80,12 +80,12 @@ def test_corstone300_says_what_is_missing_and_where_it_looks(tmp_path, monkeypat
     monkeypatch.delenv("ETHOSU_DRIVER", raising=False)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     reason = Corstone300Target().available()
-    assert reason.startswith(f"{FVP} not found (looked on PATH and at $FVP_CORSTONE300)") and "\n" not in reason
+    assert reason.startswith(f"{FVP} not found (looked at [firmware] fvp, $FVP_CORSTONE300, then PATH)") and "\n" not in reason
     _fake_fvp(tmp_path)
     tflm = tmp_path / "tflm"
     (tflm / "tensorflow" / "lite" / "micro").mkdir(parents=True)
     reason = Corstone300Target(tflm_root=str(tflm)).available()
-    assert reason.startswith("no Ethos-U core driver: set ETHOSU_DRIVER") and "ethos-u-core-driver 9622608a" in reason
+    assert reason.startswith("no Ethos-U core driver: set [firmware] ethosu_driver or ETHOSU_DRIVER") and "ethos-u-core-driver 9622608a" in reason
     monkeypatch.setenv("ETHOSU_DRIVER", str(tmp_path / "driver"))
     (tmp_path / "driver" / "include").mkdir(parents=True)
     (tmp_path / "driver" / "include" / "ethosu_driver.h").write_text("")
@@ -104,7 +104,7 @@ def test_board_says_what_is_missing_and_builds_the_pyocd_command(tmp_path, monke
     pyocd = tmp_path / "pyocd"  # stand-in: only its presence on PATH is checked here
     pyocd.write_text("#!/bin/sh\nexit 0\n")
     pyocd.chmod(0o755)
-    assert BoardTarget().available() == "no serial port: pass --port /dev/ttyACM0 (or set UDC_BOARD_PORT)"
+    assert BoardTarget().available() == "no serial port: pass --port /dev/ttyACM0 (or set [board] port in the config, or UDC_BOARD_PORT)"
     missing = str(tmp_path / "ttyACM9")
     assert BoardTarget(port=missing).available().startswith(f"serial port {missing} does not exist")
     board = get_target("board", port="/dev/ttyACM0", probe="0240000034", accelerator="ethos-u55-256")
@@ -134,7 +134,7 @@ def test_firmware_check_ethos_u_names_the_missing_driver(tmp_path, capsys, monke
         (downloads / folder / "README").write_text("")
     assert main(["firmware", "check", "--tflm-root", str(root), "--ethos-u"]) == 2
     out = capsys.readouterr().out
-    assert "--  ethos-u driver" in out and "no Ethos-U core driver: set ETHOSU_DRIVER" in out
+    assert "--  ethos-u driver" in out and "no Ethos-U core driver: set [firmware] ethosu_driver or ETHOSU_DRIVER" in out
     assert "not built yet: python -m harness firmware setup --ethos-u" in out
     (downloads / "ethos_u_core_driver" / "include").mkdir(parents=True)
     (downloads / "ethos_u_core_driver" / "include" / "ethosu_driver.h").write_text("")
@@ -162,3 +162,49 @@ def test_npu_counter_lines_become_the_store_keys_and_their_absence_an_error():
     assert counters["npu_total_cycles"] == 87200 and counters["axi1_read_beats"] == 1800
     with pytest.raises(HarnessError, match="without the NPU counters .*built with the Ethos-U driver"):
         target.platform_counters({"instructions": 4000, "lap_us": 500})
+
+
+def test_the_config_says_where_the_firmware_parts_and_the_board_are(tmp_path, capsys, monkeypatch):
+    from harness.config import load_config, target_options
+
+    for variable in ("TFLM_ROOT", "ETHOSU_DRIVER", "FVP_CORSTONE300", "UDC_BOARD_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    fvp = tmp_path / "models" / "my-fvp"
+    config = tmp_path / "lab.toml"
+    config.write_text(f'[firmware]\ntflm_root = "{tmp_path / "tflm"}"\nethosu_driver = "{tmp_path / "driver"}"\n'
+                      f'fvp = "{fvp}"\nkernels = "reference"\n[board]\nport = "/dev/ttyUSB3"\nprobe = "0240"\n')
+    settings = load_config(config)
+    corstone = get_target("corstone300", **target_options(settings, "corstone300"))
+    assert corstone.fvp == str(fvp) and corstone.tflm_root == tmp_path / "tflm"
+    assert corstone.driver == tmp_path / "driver"
+    qemu = get_target("qemu-an547", **target_options(settings, "qemu-an547"))
+    assert qemu.kernels == "reference" and qemu.tflm_root == tmp_path / "tflm"
+    board = get_target("board", **target_options(load_config(config, {"board": {"port": "/dev/ttyACM1"}}), "board"))
+    assert board.port == "/dev/ttyACM1" and board.probe == "0240"  # the command line wins over the file
+    # doctor looks where the config says and names each place it looked
+    assert main(["doctor", "--config", str(config)]) == 0  # vela works; the rest is listed
+    out = capsys.readouterr().out
+    assert f"{fvp} missing (corstone300 emulator)" in out and "[firmware] fvp" in out
+    assert f"{tmp_path / 'tflm'} is not a directory" in out and f"{tmp_path / 'tflm'} is no TFLM checkout" in out
+
+
+def test_macs_selects_the_npu_size_and_contradictions_are_refused(tmp_path, capsys, hand_tflite_file):
+    arguments = ["measure", "--tflite", str(hand_tflite_file), "--target", "corstone300", "--out", str(tmp_path)]
+    assert main(arguments + ["--macs", "64", "--accelerator", "ethos-u55-128"]) == 2
+    assert "--macs 64 contradicts --accelerator ethos-u55-128" in capsys.readouterr().err
+    assert main(arguments + ["--macs", "48"]) == 2
+    assert "invalid choice: 48" in capsys.readouterr().err
+    from harness.cli import _target_overrides, build_parser
+
+    args = build_parser().parse_args(arguments + ["--macs", "64"])
+    vela = _target_overrides(args)["vela"]
+    assert get_target("corstone300", **{k: v for k, v in vela.items() if v}).settings()["num_macs"] == 64
+
+
+def test_unknown_kernels_in_the_config_are_one_line(tmp_path):
+    from harness.config import load_config
+
+    config = tmp_path / "bad.toml"
+    config.write_text('[firmware]\nkernels = "cmsis"\n')
+    with pytest.raises(UsageError, match="firmware.kernels = 'cmsis'; choose one of cmsis_nn, reference"):
+        load_config(config)

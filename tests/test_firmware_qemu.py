@@ -1,12 +1,14 @@
 """The benchmark firmware built without TFLM and run on QEMU's mps3-an547: real firmware, real
 emulator. Skips with the reason where the cross compiler or QEMU is not installed."""
 
+import os
 import shutil
 
 import pytest
 
 from harness import firmware
-from targets.qemu_an547 import QemuSession
+from harness.errors import HarnessError
+from targets.qemu_an547 import STDERR_LINES_KEPT, QemuSession
 from targets.serial_protocol import ProtocolError
 
 pytestmark = pytest.mark.skipif(
@@ -44,6 +46,25 @@ def test_a_killed_emulator_is_a_closed_link_and_no_orphan_remains(elf):
     assert session.process.poll() is not None
 
 
+def test_an_emulator_writing_megabytes_to_stderr_never_stalls(elf, tmp_path, monkeypatch):
+    """QEMU's own instruction trace (-d in_asm, megabytes on stderr) fills any pipe nobody reads."""
+    real = shutil.which("qemu-system-arm")
+    wrapper = tmp_path / "qemu-system-arm"
+    wrapper.write_text(f'#!/bin/sh\nexec {real} "$@" -d in_asm\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with QemuSession(elf) as session:
+        for _ in range(20):  # each round trip translates new blocks: more trace
+            assert session.link.command("name") == ["m-name-dut-[udc-harness an547]"]
+        assert session.link.profile()["model"] == "none"
+        assert len(session.stderr_tail) == STDERR_LINES_KEPT  # drained, and only the tail kept
+
+
+def test_an_emulator_that_cannot_start_is_one_line_with_its_reason(tmp_path):
+    with pytest.raises(HarnessError, match=r"qemu-system-arm exited with 1 while booting: .*missing\.elf"):
+        QemuSession(tmp_path / "missing.elf")
+
+
 def test_flash_and_ram_come_from_the_linked_elf(elf):
     figures = firmware.memory_figures(elf)
     breakdown = figures["flash_breakdown"]
@@ -53,8 +74,6 @@ def test_flash_and_ram_come_from_the_linked_elf(elf):
 
 
 def test_an_image_too_big_for_its_region_is_refused_at_link_time(tmp_path):
-    from harness.errors import HarnessError
-
     model = tmp_path / "model_huge.c"  # a 20 MB "model" for the 16 MB DDR region
     model.write_text((firmware.FIRMWARE_DIR / "core" / "model_none.c").read_text()
                      + '__attribute__((section(".model"), used)) static const unsigned char model_data[20 << 20] = {1};\n')
