@@ -472,10 +472,14 @@ def _store(args) -> int:
 
     out_dir = _out_dir(args)
     url = args.store or f"sqlite:///{(out_dir / STORE_FILENAME).resolve()}"
-    with Store(url, upgrade=args.action == "upgrade") as store:
+    with Store(url, upgrade=args.action == "upgrade", status_only=args.action == "status") as store:
         if store.upgraded_from:
             print(f"{store!r}: schema {store.upgraded_from} -> {SCHEMA_REVISION}"
                   + (f" (the old file is kept as {store.backup})" if store.backup else ""))
+        elif store.revision != SCHEMA_REVISION:
+            print(f"{store!r}: schema {store.revision}, older than this harness's {SCHEMA_REVISION}; "
+                  f"upgrade it with '{store.upgrade_command()}' (keeps every row)")
+            return 1
         else:
             print(f"{store!r}: schema {SCHEMA_REVISION}, current; {len(store.runs())} runs")
     return 0

@@ -177,6 +177,7 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path, target: str) 
     ax = figure.add_subplot()
     styles = _styles(_strategy(r) for r in rows)
     on_front = {id(rows[i]) for i in front}
+    labels: list[tuple[float, float, str]] = []
     for strategy, (marker, colour) in styles.items():
         members = [r for r in rows if _strategy(r) == strategy]
         with_int8 = [r for r in members if _num(r.get("accuracy_int8")) is not None]
@@ -188,7 +189,7 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path, target: str) 
             ax.scatter([r["flash_bytes"] / 1024 for r in with_float], [100 * r["accuracy_float"] for r in with_float],
                        marker=marker, facecolors="none", edgecolors=colour, s=42, linewidths=1.2, zorder=3)
         detailed = members if len(rows) <= PLOT_DETAIL_LIMIT else [r for r in members if id(r) in on_front]
-        for index, r in enumerate(sorted(detailed, key=lambda m: m["flash_bytes"])):
+        for r in detailed:
             acc_int8, acc_float = _num(r.get("accuracy_int8")), _num(r.get("accuracy_float"))
             x = r["flash_bytes"] / 1024
             if acc_int8 is not None and acc_float is not None:
@@ -196,9 +197,7 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path, target: str) 
                 ax.plot([x, x], [100 * acc_float, 100 * acc_int8], color=colour, linewidth=0.8, linestyle=":",
                         zorder=2)
             y = acc_int8 if acc_int8 is not None else acc_float
-            # Neighbours in Flash alternate above/below so close points keep readable labels.
-            ax.annotate(_name(r), (x, 100 * y), xytext=(4, 3 if index % 2 == 0 else -9), textcoords="offset points",
-                        fontsize=7)
+            labels.append((x, 100 * y, _name(r)))
     if front:
         pts = sorted((rows[i]["flash_bytes"] / 1024, 100 * rows[i]["accuracy_int8"]) for i in front)
         ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="0.25", linewidth=1.2,
@@ -216,11 +215,47 @@ def _accuracy_plot(rows: list[dict], front: list[int], path: Path, target: str) 
         handles.append(Line2D([], [], color="0.25", linewidth=1.2, label="Pareto front (int8)"))
         handles.append(Line2D([], [], color="0.45", linewidth=0.9, linestyle="--", label="each strategy's front"))
     ax.legend(handles=handles, fontsize=8, loc="best")
+    _place_labels(ax, labels, fontsize=7)
     ax.set_xlabel("Flash (KiB, Vela's compiled model)" if target == "vela" else "Flash (KiB, linked image)")
     ax.set_ylabel("Top-1 accuracy (%)")
     ax.set_title(f"Accuracy vs Flash on {target}")
     ax.grid(True, alpha=0.35)
     _save(figure, path)
+
+
+# Where a label may sit around its point (points right/up of it); tried in order, nearest first.
+LABEL_OFFSETS = [(4, 3), (4, -9), (-4, 3), (-4, -9), (4, 12), (4, -18), (-4, 12), (-4, -18), (4, 21), (4, -27),
+                 (-4, 21), (-4, -27), (4, 30), (4, -36)]
+
+
+def _place_labels(ax, labels: list[tuple[float, float, str]], fontsize: float) -> None:
+    """Name each point without two names overlapping where it can be helped: greedily, densest region
+    first, each label takes the first offset whose box (estimated from its length) is free; a label far
+    from its point gets a thin leader line."""
+    ax.figure.canvas.draw()  # fixes the axis limits, so data map to final display points
+    to_points = ax.transData.transform
+    scale = 72.0 / ax.figure.dpi
+    width_per_char, height = 0.6 * fontsize, 1.25 * fontsize  # generous: DejaVu Sans at this size
+    placed: list[tuple[float, float, float, float]] = []
+    anchors = [(label, *(to_points((x, y)) * scale)) for x, y, label in labels]
+    for (x, y, text), (_, px, py) in sorted(zip(labels, anchors), key=lambda item: (item[1][1], item[1][2])):
+        width = width_per_char * len(text)
+        best, best_overlap = LABEL_OFFSETS[0], math.inf
+        for dx, dy in LABEL_OFFSETS:
+            left = px + dx if dx >= 0 else px + dx - width
+            box = (left, py + dy, left + width, py + dy + height)
+            overlap = sum(max(0.0, min(box[2], o[2]) - max(box[0], o[0])) * max(0.0, min(box[3], o[3]) - max(box[1], o[1]))
+                          for o in placed)
+            if overlap < best_overlap:
+                best, best_overlap, best_box = (dx, dy), overlap, box
+            if overlap == 0:
+                break
+        placed.append(best_box)
+        dx, dy = best
+        far = abs(dy) > 10
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                    ha="left" if dx >= 0 else "right",
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5} if far else None)
 
 
 def _strategy_fronts(rows: list[dict]) -> dict[str, list[dict]]:

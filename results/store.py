@@ -216,10 +216,13 @@ def _process_alive(pid: int) -> bool:
 class Store:
     """Runs and measurements in one database; safe for several processes writing to one SQLite file."""
 
-    def __init__(self, url: str, upgrade: bool = False):
+    def __init__(self, url: str, upgrade: bool = False, status_only: bool = False):
         """Open (or create) the store at ``url``. An older schema is refused with the command that upgrades
-        it; ``upgrade=True`` is that command: it migrates the store (an SQLite file is backed up first)."""
+        it; ``upgrade=True`` is that command: it migrates the store (an SQLite file is backed up first).
+        ``status_only`` opens an older store untouched, only to read ``revision`` (``store status``)."""
         self.upgraded_from: str | None = None
+        self.revision: str | None = None
+        self._status_only = status_only
         self.backup: Path | None = None
         try:
             parsed = make_url(url)
@@ -309,7 +312,7 @@ class Store:
             immediate = connection.get_execution_options().get("sqlite_immediate")
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    def _upgrade_command(self) -> str:
+    def upgrade_command(self) -> str:
         if self._sqlite and Path(self.url.database or "").name == STORE_FILENAME:
             return f"python -m harness store upgrade --out {Path(self.url.database).parent}"
         url = f"sqlite:///{self.url.database}" if self._sqlite else self._label
@@ -322,6 +325,7 @@ class Store:
             if connection.dialect.name == "postgresql":
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7355608)")
             revision, stamped = self._revision(connection)
+            self.revision = revision or SCHEMA_REVISION
             if revision is None:
                 _migrate(connection)
                 return
@@ -331,13 +335,15 @@ class Store:
             if revision not in SCHEMA_REVISIONS:
                 raise UsageError(f"{self._label} has results schema {revision}, newer than this harness reads "
                                  f"({SCHEMA_REVISION}); upgrade the harness, or pass --out to a fresh directory")
+            if self._status_only:
+                return
             if not upgrade:
                 raise UsageError(f"{self._label} has results schema {revision}, this harness needs {SCHEMA_REVISION}; "
-                                 f"upgrade the store with '{self._upgrade_command()}' (keeps every row)")
+                                 f"upgrade the store with '{self.upgrade_command()}' (keeps every row)")
             if self._sqlite and self.url.database not in (None, "", ":memory:"):
                 self.backup = self._backup_sqlite(Path(self.url.database), revision)
             _migrate(connection, stamp=None if stamped else revision)
-            self.upgraded_from = revision
+            self.upgraded_from, self.revision = revision, SCHEMA_REVISION
 
     def _revision(self, connection) -> tuple[str | None, bool]:
         """(the store's schema revision or None when empty, whether Alembic has stamped it)."""

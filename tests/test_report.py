@@ -212,3 +212,23 @@ def test_many_candidates_plot_a_sample_and_the_table_keeps_all(tmp_path):
     assert "40 of 60 candidates, evenly spaced in Flash" in text
     measurements = text.split("## Measurements")[1]
     assert all(f"| c{i} " in measurements for i in range(60))
+
+
+def test_labels_of_a_dense_cluster_do_not_overlap():
+    from matplotlib.text import Text
+
+    from results.report import _new_figure, _place_labels
+
+    figure = _new_figure(8.0, 5.5)
+    ax = figure.add_subplot()
+    points = [(33 + 0.6 * i, 84 + 0.3 * (i % 3), f"candidate-number-{i}") for i in range(8)]  # within ~5 KiB, 1 point
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    ax.set_xlim(0, 100)
+    ax.set_ylim(40, 95)
+    _place_labels(ax, points, fontsize=7)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    boxes = [Text.get_window_extent(text, renderer) for text in ax.texts]  # the text alone, not its leader line
+    assert len(boxes) == 8
+    overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    assert overlapping == []

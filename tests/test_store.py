@@ -300,7 +300,10 @@ def test_an_old_store_gets_one_message_and_upgrades_keeping_every_row(tmp_path, 
     message = capsys.readouterr().err.strip()
     assert "\n" not in message and "schema 0001" in message
     assert f"'python -m harness store upgrade --out {tmp_path}'" in message
-    with sqlite3.connect(path) as connection:  # refusing migrated nothing
+    assert main(["store", "status", "--out", str(tmp_path)]) == 1
+    status = capsys.readouterr().out
+    assert "schema 0001, older than this harness's 0002" in status and "store upgrade --out" in status
+    with sqlite3.connect(path) as connection:  # refusing and reporting migrated nothing
         assert connection.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall() == []
     connection.close()
     assert main(["store", "upgrade", "--out", str(tmp_path)]) == 0
