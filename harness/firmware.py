@@ -143,8 +143,8 @@ def missing_tflm_checkout(root: Path | None) -> str | None:
 def check_ethosu_driver(driver: Path | None) -> str | None:
     """None when ``driver`` is an Ethos-U core driver checkout, else what is missing and where to put it."""
     if driver is None:
-        return (f"no Ethos-U core driver: set [firmware] ethosu_driver or ETHOSU_DRIVER to a checkout of {ETHOSU_DRIVER_PIN}, or put it in "
-                "TFLM's tools/make/downloads/ethos_u_core_driver")
+        return (f"no Ethos-U core driver: set [firmware] ethosu_driver or ETHOSU_DRIVER to a checkout of "
+                f"{ETHOSU_DRIVER_PIN}, or put it in TFLM's tools/make/downloads/ethos_u_core_driver")
     if not (driver / "include" / "ethosu_driver.h").is_file():
         return f"{driver} is no Ethos-U core driver checkout (no include/ethosu_driver.h); get {ETHOSU_DRIVER_PIN}"
     return None

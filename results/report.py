@@ -606,9 +606,9 @@ def _history_section(rows: list[dict], out_dir: Path) -> list[str]:
     path = out_dir / HISTORY_PLOT
     metrics = [m for m, _, _ in HISTORY_METRICS]
     frame = pd.DataFrame([{"candidate": _name(r), "target": r.get("target") or MISSING, "when": r.get("created_at"),
-                           **{m: _num(r.get(m)) for m in metrics}}
+                           "hash": r.get("candidate_hash"), **{m: _num(r.get(m)) for m in metrics}}
                           for r in rows if r.get("status") == "ok" and r.get("created_at") is not None],
-                         columns=["candidate", "target", "when", *metrics])
+                         columns=["candidate", "target", "when", "hash", *metrics])
     frame["when"] = pd.to_datetime(frame["when"], utc=True, format="mixed")
     counts = frame.groupby(["candidate", "target"])["when"].nunique()
     repeated = counts[counts > 1].sort_index().sort_values(ascending=False, kind="stable")
@@ -626,24 +626,30 @@ def _history_section(rows: list[dict], out_dir: Path) -> list[str]:
         for (candidate, target), group in series.items():
             marker, colour = styles[f"{candidate} on {target}"]
             values = group.dropna(subset=[metric])
-            axes.plot(values["when"].dt.tz_localize(None), values[metric] * scale, marker=marker, color=colour,
-                      linewidth=1, label=f"{candidate} on {target}")
+            when = values["when"].dt.tz_localize(None)
+            axes.plot(when, values[metric] * scale, marker=marker, color=colour, linewidth=1,
+                      label=f"{candidate} on {target}")
+            # A new model under the same name (a search or training change): ringed, so a step in a metric
+            # can be told from the same model measured differently.
+            new_model = (values["hash"] != values["hash"].shift()) & values["hash"].shift().notna()
+            axes.scatter(when[new_model], values[metric][new_model] * scale, s=160, facecolors="none",
+                         edgecolors=colour, linewidths=1.2, zorder=4)
         axes.set_ylabel(label, fontsize=8)
         axes.grid(alpha=0.3)
-    figure.axes[0].set_title("History over runs (UTC)")
+    figure.axes[0].set_title("History over runs (UTC); ringed: a new model under the same name")
     figure.axes[0].legend(fontsize=7, ncol=2)
     figure.autofmt_xdate()
     _save(figure, path)
     table = []
     for (candidate, target), group in sorted(series.items()):
         first, last = group.iloc[0], group.iloc[-1]
-        table.append([candidate, target, str(int(counts[(candidate, target)])), f"{first.when:%Y-%m-%d %H:%M}",
-                      f"{last.when:%Y-%m-%d %H:%M}"]
+        table.append([candidate, target, str(int(counts[(candidate, target)])), str(group["hash"].nunique()),
+                      f"{first.when:%Y-%m-%d %H:%M}", f"{last.when:%Y-%m-%d %H:%M}"]
                      + [f"{_scaled(first[m], scale)} → {_scaled(last[m], scale)}" for m, _, scale in HISTORY_METRICS])
     lines = ["## History", "", f"![History]({HISTORY_PLOT})", ""]
     if len(repeated) > len(shown):
         lines += [f"The {len(shown)} of {len(repeated)} candidates measured most often.", ""]
-    return lines + [markdown_table(["candidate", "target", "measurements", "first", "last",
+    return lines + [markdown_table(["candidate", "target", "measurements", "models", "first", "last",
                                     *(label for _, label, _ in HISTORY_METRICS)], table), ""]
 
 

@@ -79,15 +79,17 @@ def test_targets_get_their_own_accuracy_plot_and_front(tmp_path):
 
 
 def test_history_follows_a_candidate_over_runs(tmp_path):
+    # nights 1-2 measure one model; on night 3 a new search made another under the same name
     history = [row("net-a", "udc", 40_000 + 100 * day, 0.88 - 0.01 * day, id=day,
-                   created_at=dt.datetime(2026, 3, 1 + day, 1, 30, tzinfo=UTC)) for day in range(3)]
+                   created_at=dt.datetime(2026, 3, 1 + day, 1, 30, tzinfo=UTC),
+                   candidate_hash=("a" if day < 2 else "b") * 64) for day in range(3)]
     history.append(row("net-b", "udc", 50_000, 0.8))  # measured once: no line
     text = write_report(history[2:3], tmp_path, history=history).read_text()
     table = section(text, "History")
     (line,) = [line for line in table.splitlines() if "| net-" in line]
     cells = [c.strip() for c in line.split("|")[1:-1]]
-    assert cells[:5] == ["net-a", "vela", "3", "2026-03-01 01:30", "2026-03-03 01:30"]
-    assert cells[5] == "88 → 86" and cells[6] == "39.06 → 39.26"
+    assert cells[:6] == ["net-a", "vela", "3", "2", "2026-03-01 01:30", "2026-03-03 01:30"]
+    assert cells[6] == "88 → 86" and cells[7] == "39.06 → 39.26"
     assert (tmp_path / "history.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "## History" not in write_report(history[2:3], tmp_path).read_text()
     assert not (tmp_path / "history.png").exists()
