@@ -472,6 +472,8 @@ def _store(args) -> int:
 
     out_dir = _out_dir(args)
     url = args.store or f"sqlite:///{(out_dir / STORE_FILENAME).resolve()}"
+    if not args.store and not (out_dir / STORE_FILENAME).is_file():  # neither command makes a store
+        raise UsageError(f"no store in {out_dir} (no {STORE_FILENAME}); pass the --out DIR of a run, or --store URL")
     with Store(url, upgrade=args.action == "upgrade", status_only=args.action == "status") as store:
         if store.upgraded_from:
             print(f"{store!r}: schema {store.upgraded_from} -> {SCHEMA_REVISION}"

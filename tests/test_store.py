@@ -316,6 +316,9 @@ def test_an_old_store_gets_one_message_and_upgrades_keeping_every_row(tmp_path, 
         assert store.schema_version() == SCHEMA_VERSION and store.runs()[0]["status"] == "ok"
     assert main(["store", "upgrade", "--out", str(tmp_path)]) == 0  # upgrading a current store changes nothing
     assert "current; 1 runs" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    assert main(["store", "status", "--out", str(empty)]) == 2
+    assert "no store in" in capsys.readouterr().err and not (empty / "results.sqlite").exists()
 
 
 def test_a_store_without_a_schema_version_is_named_unreadable(tmp_path):
