@@ -237,8 +237,8 @@ def _place_labels(ax, labels: list[tuple[float, float, str]], fontsize: float) -
     scale = 72.0 / ax.figure.dpi
     width_per_char, height = 0.6 * fontsize, 1.25 * fontsize  # generous: DejaVu Sans at this size
     placed: list[tuple[float, float, float, float]] = []
-    anchors = [(label, *(to_points((x, y)) * scale)) for x, y, label in labels]
-    for (x, y, text), (_, px, py) in sorted(zip(labels, anchors), key=lambda item: (item[1][1], item[1][2])):
+    anchored = sorted(((*(to_points((x, y)) * scale), x, y, text) for x, y, text in labels), key=lambda a: a[:2])
+    for px, py, x, y, text in anchored:
         width = width_per_char * len(text)
         best, best_overlap = LABEL_OFFSETS[0], math.inf
         for dx, dy in LABEL_OFFSETS:

@@ -3,7 +3,6 @@
 SSE-300 memory map), the FVP session driven through a stand-in FVP, command lines, and the one-line
 reasons that name what to install and where the harness looks."""
 
-import shutil
 import stat
 import sys
 
@@ -16,11 +15,7 @@ from targets import get_target
 from targets.board import BoardTarget, pyocd_flash_command
 from targets.corstone300 import FVP, Corstone300Target, FvpSession, fvp_command
 from targets.serial_protocol import ProtocolError
-
-needs_qemu = pytest.mark.skipif(
-    bool(firmware.missing_tools()) or shutil.which("qemu-system-arm") is None,
-    reason=f"{firmware.missing_tools() or 'qemu-system-arm not found'} (apt-get install gcc-arm-none-eabi "
-           "libnewlib-arm-none-eabi qemu-system-arm cmake)")
+from tests.test_firmware_qemu import needs_qemu
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from harness.errors import HarnessError
 from targets.qemu_an547 import STDERR_LINES_KEPT, QemuSession
 from targets.serial_protocol import ProtocolError
 
-pytestmark = pytest.mark.skipif(
+needs_qemu = pytest.mark.skipif(
     bool(firmware.missing_tools()) or shutil.which("qemu-system-arm") is None,
     reason=f"{firmware.missing_tools() or 'qemu-system-arm not found'} (apt-get install gcc-arm-none-eabi "
            "libnewlib-arm-none-eabi qemu-system-arm cmake)")
+pytestmark = needs_qemu
 
 
 @pytest.fixture(scope="module")

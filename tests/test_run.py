@@ -127,19 +127,24 @@ def test_run_without_dataset_names_the_fix(tmp_path, capsys):
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 
 
+def _wait_for_store(process: subprocess.Popen, out: Path, ready, within_s: float = 300) -> None:
+    """Poll the store a running ``harness run`` writes until ``ready(store)``, it exits, or time runs out."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / "results.sqlite").exists():
+            with Store.for_output_dir(out) as store:
+                if ready(store):
+                    return
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_with_only_the_missing_candidates(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "harness", "run", "--config", str(_config(tmp_path)), "--out", str(out), "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
     try:
-        while time.monotonic() < deadline:
-            if (out / "results.sqlite").exists():
-                with Store.for_output_dir(out) as store:
-                    if len(store.measurements()) >= 1:
-                        break
-            time.sleep(0.5)
+        _wait_for_store(process, out, lambda store: len(store.measurements()) >= 1)
         os.killpg(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=60)
@@ -162,14 +167,8 @@ def test_sigterm_stops_a_run_as_interrupted(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "harness", "run", "--config", str(_config(tmp_path)), "--out", str(out), "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
     try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if (out / "results.sqlite").exists():
-                with Store.for_output_dir(out) as store:
-                    if store.runs():
-                        break
-            time.sleep(0.2)
+        _wait_for_store(process, out, lambda store: bool(store.runs()))
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     finally:
