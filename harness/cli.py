@@ -308,6 +308,7 @@ def _measure(args) -> int:
     failed = 0
     with _open_store(args, out_dir) as store:
         pipeline = Pipeline(out_dir, store, target, Evaluation(dataset, args.eval_samples),
+                            calibration_samples=config["measure"]["calibration_samples"],
                             force=args.force, allow_cpu_ops=bool(args.allow_cpu_ops))
         run_id = store.start_run("measure", {"candidates": [str(p) for p in args.candidate],
                                              "tflite": [str(p) for p in args.tflite], "target": target.name,

@@ -136,7 +136,8 @@ def match_weight_tensors(candidate: Candidate, info: TFLiteInfo) -> list[tuple[T
     """Pair each TFLite weight tensor with its spec layer.
 
     Tensor names are the converter's own, so layers are matched by content: same shape and the
-    same values up to int8 rounding.
+    same values up to int8 rounding. A tensor that matches none names the same-shape layer it is
+    closest to.
     """
     pending = list(candidate.weight_layers())
     if len(info.weight_tensors) != len(pending):
@@ -144,29 +145,47 @@ def match_weight_tensors(candidate: Candidate, info: TFLiteInfo) -> list[tuple[T
                            f"{len(pending)} weight layers in the spec")
     pairs = []
     for tensor in info.weight_tensors:
-        codes = tensor.data.astype(np.int32)
-        dequantized = codes * float(tensor.scales[0])
-        layer = next((layer for layer in pending
-                      if (expected := tflite_layout(layer["op"], candidate.weights[f"{layer['name']}.weight"])).shape == codes.shape
-                      and np.allclose(dequantized, expected, rtol=0, atol=float(tensor.scales[0]) * 0.51 + 1e-7)), None)
+        off = {layer["name"]: _values_off(candidate, layer, tensor) for layer in pending}
+        layer = next((layer for layer in pending if off[layer["name"]] == 0), None)
         if layer is None:
-            raise HarnessError(f"{candidate.name}: TFLite weights {tensor.name!r} match no spec layer; "
+            same_shape = {name: count for name, count in off.items() if count is not None}
+            hint = ""
+            if same_shape:
+                closest = min(same_shape, key=same_shape.get)
+                hint = f" (closest: layer {closest}, {same_shape[closest]} of {tensor.data.size} values off)"
+            raise HarnessError(f"{candidate.name}: TFLite weights {tensor.name!r} match no spec layer{hint}; "
                                "the model was changed beyond int8 rounding")
         pending.remove(layer)
         pairs.append((tensor, layer))
     return pairs
 
 
+def _values_off(candidate: Candidate, layer: dict, tensor: TensorInfo) -> int | None:
+    """How many of ``tensor``'s codes lie beyond int8 rounding of ``layer``'s weights; None for another shape."""
+    expected = tflite_layout(layer["op"], candidate.weights[f"{layer['name']}.weight"])
+    if expected.shape != tensor.data.shape:
+        return None
+    scale = float(tensor.scales[0])
+    dequantized = tensor.data.astype(np.int32) * scale
+    return int(np.count_nonzero(~(np.abs(dequantized - expected) <= scale * 0.51 + 1e-7)))  # NaN counts as off
+
+
 def verify_exact(candidate: Candidate, info: TFLiteInfo) -> None:
-    """Each deployed tensor equals its layer's weights, with at most 2^b nonzero codes and exactly its zeros."""
+    """Each deployed tensor equals its layer's weights: one code per nonzero level, zero exactly where
+    the weight is zero, and at most 2^b nonzero codes.
+
+    Matching within int8 rounding already sends every zero weight to code 0, so a nonzero level
+    rounded to zero, or two levels merged into one code, shows as fewer nonzero codes than levels.
+    """
     for tensor, layer in match_weight_tensors(candidate, info):
         codes = tensor.data.astype(np.int32)
-        zeros_expected = int(np.count_nonzero(candidate.weights[f"{layer['name']}.weight"] == 0))
-        zeros_found = int(np.count_nonzero(codes == 0))
+        weights = tflite_layout(layer["op"], candidate.weights[f"{layer['name']}.weight"])
+        levels = np.unique(weights[weights != 0]).size
         distinct = np.unique(codes[codes != 0]).size
-        if zeros_found != zeros_expected or distinct > 2 ** layer["bits"]:
+        if distinct != levels or distinct > 2 ** layer["bits"]:
             raise HarnessError(
                 f"export of {candidate.name}: layer {layer['name']} lost exactness in conversion "
-                f"({zeros_found} zeros vs {zeros_expected} in the candidate, {distinct} nonzero codes vs at most "
-                f"{2 ** layer['bits']}); its weights are not on a symmetric {layer['bits']}-bit grid"
+                f"({np.count_nonzero(codes == 0)} zeros vs {np.count_nonzero(weights == 0)} in the candidate, "
+                f"{distinct} nonzero codes for {levels} levels, at most {2 ** layer['bits']}); "
+                f"its weights are not on a symmetric {layer['bits']}-bit grid"
             )

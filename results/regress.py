@@ -2,7 +2,8 @@
 
 Samples are the stored measurements of a candidate (matched by name and target) in the baseline and
 in the candidate runs; repeated runs, or ``measure --repeat N``, give several per metric.
-Deterministic metrics (Flash bytes, Vela's cycle estimates, instruction counts) compare exactly.
+Deterministic metrics (Flash bytes, Vela's cycle estimates, instruction counts) compare exactly: any
+change beyond their threshold (0 unless configured) counts.
 The others, as LLVM's LNT does, need both a change beyond their threshold and a Mann-Whitney U test
 that rejects "same distribution" at ``alpha``; with fewer than ``MIN_SAMPLES`` per side the test
 cannot reject, and the threshold alone decides (said in the table).
@@ -89,8 +90,9 @@ def read_baseline(path: Path) -> dict:
     except (OSError, json.JSONDecodeError) as error:
         raise UsageError(f"{path}: not a readable baseline file ({error}); write one with "
                          "'python -m harness regress --candidate RUN --update-baseline FILE'") from None
-    if data.get("format") != BASELINE_FORMAT:
-        raise UsageError(f"{path}: format {data.get('format')!r} is not {BASELINE_FORMAT}; write a new baseline with "
+    found = data.get("format") if isinstance(data, dict) else type(data).__name__
+    if found != BASELINE_FORMAT:
+        raise UsageError(f"{path}: format {found!r} is not {BASELINE_FORMAT}; write a new baseline with "
                          "--update-baseline")
     return {(e["candidate"], e["target"]): {k: e[k] for k in ("metrics", "tool_versions", "target_settings")}
             for e in data["entries"]}
@@ -139,14 +141,14 @@ def _verdict(key, metric: str, before: list[float], after: list[float], threshol
     worse = change > 0 if lower_is_better else change < 0
     p_value, how = None, "exact"
     if deterministic:
-        moved = change != 0
+        moved = abs(change) > threshold
     elif min(len(before), len(after)) < MIN_SAMPLES:
         moved, how = abs(change) > threshold, f"threshold only (< {MIN_SAMPLES} samples)"
     else:
         from scipy.stats import mannwhitneyu
 
-        p_value = float(mannwhitneyu(before, after, alternative="two-sided").pvalue) if set(before) != set(after) \
-            else 1.0
+        p_value = float(mannwhitneyu(before, after, alternative="two-sided").pvalue) \
+            if sorted(before) != sorted(after) else 1.0
         moved, how = abs(change) > threshold and p_value < alpha, f"Mann-Whitney U, alpha {alpha:g}"
     verdict = "UNCHANGED" if not moved else ("REGRESSED" if worse else "IMPROVED")
     return Verdict(key[0], key[1], metric, verdict, base, late, change, p_value, (len(before), len(after)), how)

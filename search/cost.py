@@ -113,18 +113,23 @@ class LatencyTable:
     def __init__(self, cycles: dict[str, dict[float, float]], fixed: float = 0.0):
         self.cycles, self.fixed = cycles, fixed
 
-    def options(self, layer: str) -> tuple[float, ...]:
-        return tuple(sorted(self.cycles[layer]))
-
     def layer(self, layer: str, width_out: float, width_in: float = 1.0, depthwise: bool = False) -> float:
         cycles = self.cycles[layer][width_out]
         return cycles if depthwise else cycles * width_in / width_out
 
-    def relaxed_layer(self, layer: str, z_width_out, expected_out, expected_in=1.0, depthwise: bool = False):
-        """The cost at a relaxed width: sum_k z[k] cycles(w_k) (z [S, K] or None for width 1), times the
-        expected input/output width ratio for a convolution."""
+    def relaxed_layer(self, layer: str, z_width_out, options, expected_out, expected_in=1.0, depthwise: bool = False):
+        """The cost at a relaxed width: sum_k z[k] cycles(options[k]) (z [S, K] ordered like ``options``, the
+        width decision's own options; None for width 1), times the expected input/output width ratio for a
+        convolution. The table is looked up by width value, so its keys' order does not matter."""
         import torch
 
-        table = torch.tensor([self.cycles[layer][w] for w in self.options(layer)])
-        cycles = z_width_out @ table.to(z_width_out.dtype) if z_width_out is not None else self.cycles[layer][1.0]
+        if z_width_out is None:
+            cycles = self.cycles[layer][1.0]
+        else:
+            missing = [w for w in options if w not in self.cycles[layer]]
+            if missing:
+                raise ValueError(f"latency table has no cycles at width {missing[0]:g} for layer {layer}; "
+                                 f"measure it at every width option ({', '.join(f'{w:g}' for w in options)})")
+            table = torch.tensor([self.cycles[layer][w] for w in options], dtype=z_width_out.dtype)
+            cycles = z_width_out @ table
         return cycles if depthwise else cycles * expected_in / expected_out

@@ -4,7 +4,9 @@ a TCP socket to QEMU's or the FVP's UART, or a serial port to a board. ``SerialT
 serial targets share: build an image, open a session, drive the benchmark, check outputs bit-exact.
 
 Every fault becomes one ProtocolError line: garbled bytes, silence past the timeout, a closed link
-(target exited or killed), a target that resets (m-init-done mid-command), an e-[...] reply.
+(target exited or killed), a target that resets (m-init-done mid-command), an e-[...] reply, a
+malformed reply (a size, count or result that is no number, a result outside int8, more or fewer
+results than the profile announced).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from harness.errors import HarnessError
 from targets.base import Target
 
 HEX_CHUNK_BYTES = 1024  # per "db HEX%" command: 2 KB of hex, inside the firmware's 4 KB command buffer
+COUNT = r"([0-9]{1,20})"  # a figure the firmware prints: a uint64 has at most 20 digits
 
 
 class ProtocolError(HarnessError):
@@ -85,12 +88,12 @@ class SerialLink:
                 continue
             if line == "m-init-done" and during != "boot":
                 raise ProtocolError(f"{self.label}: the target reset during '{during}'")
-            if line.startswith("e-"):
-                error = error or line[2:].strip("[]")
+            if line.startswith("e-") and error is None:
+                error = line[2:].strip("[]") or "no reason given"
             if line == "m-ready":
                 break
             lines.append(line)
-        if error:
+        if error is not None:
             raise ProtocolError(f"{self.label}: '{during}' failed on the target: {error}")
         return lines
 
@@ -104,35 +107,61 @@ class SerialLink:
         lines = self.command("profile")
         figures = {}
         for line in lines:
-            match = re.fullmatch(r"m-(input|output|arena)-bytes-(\d+)", line)
-            if match:
+            if re.match(r"m-(input|output|arena)-bytes-", line):
+                match = re.fullmatch(r"m-(input|output|arena)-bytes-" + COUNT, line)
+                if not match:
+                    raise ProtocolError(f"{self.label}: 'profile' replied a malformed size line: {line[:60]!r}")
                 figures[f"{match.group(1)}_bytes"] = int(match.group(2))
-            elif line.startswith("m-model-["):
-                figures["model"] = line[len("m-model-["):-1]
+            elif line.startswith("m-model-"):
+                match = re.fullmatch(r"m-model-\[(.*)\]", line)
+                if not match:
+                    raise ProtocolError(f"{self.label}: 'profile' replied a malformed model line: {line[:60]!r}")
+                figures["model"] = match.group(1)
         return figures
 
     def load_input(self, data: bytes) -> None:
         self.command(f"db load {len(data)}")
+        lines = []
         for start in range(0, len(data), HEX_CHUNK_BYTES):
-            self.command(f"db {data[start:start + HEX_CHUNK_BYTES].hex()}")
+            lines = self.command(f"db {data[start:start + HEX_CHUNK_BYTES].hex()}")
+        if "m-load-done" not in lines:
+            raise ProtocolError(f"{self.label}: the last 'db' chunk of {len(data)} bytes was not answered m-load-done")
 
     def infer(self, runs: int = 1, warmups: int = 0) -> dict:
         lines = self.command(f"infer {runs} {warmups}")
         figures = {}
         for line in lines:
             # m-lap-us-N, m-instructions-N and the platform's counters (m-npu-active-cycles-N, ...)
-            match = re.fullmatch(r"m-([a-z0-9-]+)-(\d+)", line)
+            match = re.fullmatch(r"m-([a-z0-9-]+)-" + COUNT, line)
             if match and not match.group(1).startswith(("warmup", "infer")):
                 figures[match.group(1).replace("-", "_")] = int(match.group(2))
+            elif line.startswith("m-instructions-"):
+                raise ProtocolError(f"{self.label}: 'infer' replied a malformed count: {line[:60]!r}")
         if "instructions" not in figures:
             raise ProtocolError(f"{self.label}: 'infer' replied without its m-instructions line")
         return figures
 
     def results(self) -> np.ndarray:
         for line in self.command("results"):
-            if line.startswith("m-results-["):
-                return np.array([int(v) for v in line[len("m-results-["):-1].split(",") if v], dtype=np.int8)
+            if line.startswith("m-results-"):
+                return self._int8_values(line)
         raise ProtocolError(f"{self.label}: 'results' replied without an m-results line")
+
+    def _int8_values(self, line: str) -> np.ndarray:
+        """The values of ``m-results-[v,v,...]``, each an integer in int8's range."""
+        match = re.fullmatch(r"m-results-\[(.*)\]", line)
+        if not match:
+            raise ProtocolError(f"{self.label}: 'results' replied a malformed line: {line[:60]!r}")
+        values = []
+        for text in match.group(1).split(",") if match.group(1) else []:
+            if not re.fullmatch(r"-?[0-9]+", text):
+                raise ProtocolError(f"{self.label}: 'results' value {text[:20]!r} is not an integer")
+            magnitude = text.lstrip("-").lstrip("0") or "0"  # int() of thousands of digits raises
+            value = int(magnitude) * (-1 if text.startswith("-") else 1) if len(magnitude) <= 3 else None
+            if value is None or not -128 <= value <= 127:
+                raise ProtocolError(f"{self.label}: 'results' value {text[:20]} is outside int8's -128..127")
+            values.append(value)
+        return np.array(values, dtype=np.int8)
 
 
 class Session:
@@ -196,7 +225,11 @@ class SerialTarget(Target):
         link = self._session.link
         link.load_input(np.ascontiguousarray(sample, dtype=np.int8).tobytes())
         figures = link.infer(runs, 0)
-        return link.results(), figures
+        output = link.results()
+        expected = self._profile.get("output_bytes")
+        if expected is not None and output.size != expected:
+            raise ProtocolError(f"{link.label}: 'results' replied {output.size} values, the profile said {expected}")
+        return output, figures
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         return np.stack([self._run(sample, 1)[0] for sample in np.asarray(inputs)])

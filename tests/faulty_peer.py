@@ -2,7 +2,8 @@
 
 ``FaultyPeer`` plays a benchmark firmware over a socket or a pty: it speaks the protocol, computes
 outputs with host TFLM (so a well-behaved peer is bit-exact), and injects one scripted fault, for the
-faults real firmware does not produce on demand. ``PeerTarget`` is a ``SerialTarget`` whose session
+faults real firmware does not produce on demand. It keeps every input it was sent (``inputs``), so a
+test can check which sample each output came from. ``PeerTarget`` is a ``SerialTarget`` whose session
 is such a peer; its image is the real no-model firmware (or an over-large one, to be refused at link
 time), so Flash figures still come from a linked ELF.
 """
@@ -22,8 +23,10 @@ from harness import firmware
 from targets.host_tflm import HostTFLM
 from targets.serial_protocol import SerialLink, SerialTarget, Session
 
-# fault -> what the peer does on "infer": the harness must turn each into one ProtocolError line
-FAULTS = ("none", "split", "garbled", "silent", "killed", "reset", "error")
+# fault -> what the peer does on "infer" (the first seven) or "results" (the rest): "flipped" must be
+# stored as not bit-exact, every other fault but "split" as one ProtocolError line
+FAULTS = ("none", "split", "garbled", "silent", "killed", "reset", "error",
+          "flipped", "results-overflow", "results-nonint", "results-short")
 
 
 class FaultyPeer(threading.Thread):
@@ -33,7 +36,9 @@ class FaultyPeer(threading.Thread):
         super().__init__(daemon=True)
         self.model, self.fault = HostTFLM(tflite), fault
         self.input = b""
+        self.inputs: list[bytes] = []  # the input of every "infer", in order
         self.output: np.ndarray | None = None
+        self.output_bytes = self.model.infer(np.zeros((1, *self.model.input_shape), np.int8)).size
         if transport == "socket":
             self.host_end, device = socket.socketpair()
             self._read, self._write, self._close = device.recv, device.sendall, device.close
@@ -80,8 +85,8 @@ class FaultyPeer(threading.Thread):
         """Reply to one command; False when the peer hangs up."""
         if command == "profile":
             shape = self.model.input_shape
-            self._send(f"m-model-[peer]\r\nm-input-bytes-{int(np.prod(shape))}\r\nm-output-bytes-10\r\n"
-                       "m-arena-bytes-4096\r\n")
+            self._send(f"m-model-[peer]\r\nm-input-bytes-{int(np.prod(shape))}\r\n"
+                       f"m-output-bytes-{self.output_bytes}\r\nm-arena-bytes-4096\r\n")
         elif command.startswith("db load "):
             self.expected, self.input = int(command[8:]), b""
             self._send(f"m-[Expecting {self.expected} bytes]\r\n")
@@ -103,13 +108,26 @@ class FaultyPeer(threading.Thread):
             if self.fault == "error":
                 self._send("e-[Invoke failed]\r\nm-ready\r\n")
                 return True
+            self.inputs.append(self.input)
             sample = np.frombuffer(self.input, np.int8).reshape(self.model.input_shape)
             self.output = self.model.infer(sample[None]).reshape(-1)
             self._send("m-lap-us-1000\r\nm-instructions-32000\r\nm-infer-done\r\n")
         elif command == "results":
-            self._send(f"m-results-[{','.join(str(int(v)) for v in self.output)}]\r\n")
+            self._send(f"m-results-[{','.join(self._result_values())}]\r\n")
         self._send("m-ready\r\n")
         return True
+
+    def _result_values(self) -> list[str]:
+        values = [str(int(v)) for v in self.output]
+        if self.fault == "flipped":  # one output byte's bits inverted: a well-formed but wrong reply
+            values[3] = str(~int(self.output[3]))
+        elif self.fault == "results-overflow":
+            values[1] = "200"
+        elif self.fault == "results-nonint":
+            values[2] = "2.5"
+        elif self.fault == "results-short":
+            values.pop()
+        return values
 
 
 class PeerSession(Session):

@@ -230,3 +230,15 @@ def test_report_since_a_date_writes_html(capsys, tmp_path):
     assert code == 2 and "no measurements since 2999-01-01" in stderr
     code, _, stderr = run_cli(capsys, "report", "--out", out, "--since", "yesterday")
     assert code == 2 and "is not a date" in stderr
+
+
+def test_measure_calibrates_with_the_configs_sample_count(capsys, tmp_path, hand_candidate):
+    """`measure --config` honours [measure] calibration_samples: the exported model is named by it."""
+    hand_candidate.save(tmp_path / "hand")
+    config = tmp_path / "cfg.toml"
+    config.write_text("[measure]\ncalibration_samples = 7\n")
+    code, _, _ = run_cli(capsys, "measure", "--candidate", tmp_path / "hand", "--config", config, "--json",
+                         "--out", tmp_path / "out")
+    assert code == 0
+    exported = [p.name for p in (tmp_path / "out" / "artifacts").rglob("model_int8-*.tflite")]
+    assert len(exported) == 1 and exported[0].startswith("model_int8-noise-7-")

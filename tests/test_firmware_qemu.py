@@ -9,7 +9,7 @@ import pytest
 from harness import firmware
 from harness.errors import HarnessError
 from targets.qemu_an547 import STDERR_LINES_KEPT, QemuSession
-from targets.serial_protocol import ProtocolError
+from targets.serial_protocol import HEX_CHUNK_BYTES, ProtocolError
 
 needs_qemu = pytest.mark.skipif(
     bool(firmware.missing_tools()) or shutil.which("qemu-system-arm") is None,
@@ -36,6 +36,17 @@ def test_no_model_firmware_speaks_the_protocol_on_qemu(elf):
         with pytest.raises(ProtocolError, match="'db' failed on the target: not a hex digit"):
             session.link.command("db zz")
         assert session.exit(7) == 7  # semihosting exit: QEMU's status is the firmware's
+
+
+def test_an_input_of_more_than_two_chunks_is_accepted_by_the_firmware(elf):
+    """5000 bytes go as several "db" commands, each inside the firmware's 4095-character command line;
+    it answers m-load-done, and infer gets past its complete-input check to the missing model."""
+    data = bytes((7 * i + 3) % 256 for i in range(5000))
+    assert len(data) > 2 * HEX_CHUNK_BYTES
+    with QemuSession(elf) as session:
+        session.link.load_input(data)
+        with pytest.raises(ProtocolError, match="'infer' failed on the target: no model in this firmware"):
+            session.link.infer(runs=1, warmups=0)
 
 
 def test_a_killed_emulator_is_a_closed_link_and_no_orphan_remains(elf):

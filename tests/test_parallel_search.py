@@ -47,4 +47,10 @@ def test_search_in_processes_returns_the_first_processes_candidate():
     meta = candidate.spec["meta"]
     assert meta["processes"] == 2 and meta["constraint_met"]
     assert meta["size_bits"] <= 8 * BUDGET_BYTES
-    assert searched is None or searched.spec["meta"]["stage"] == "searched"
+    # None only where a layer's search-time range rounds every weight to zero, which this search does not do
+    assert searched is not None
+    searched_meta = searched.spec["meta"]
+    assert searched_meta["stage"] == "searched" and searched_meta["processes"] == 2
+    assert searched.name == f"{candidate.name}-searched"
+    assert searched_meta["decisions"] == meta["decisions"]  # finetuning keeps the searched configuration
+    assert {k: v.shape for k, v in searched.weights.items()} == {k: v.shape for k, v in candidate.weights.items()}

@@ -8,12 +8,15 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from harness.cli import main
+from harness.data import synthetic
 from results.store import Store
 from search import cost
 from search.strategy.neuralscale import fit_power_laws, scale_to_budget
-from search.strategy.unas import hinge_penalty
+from search.space import SearchableLayer
+from search.strategy.unas import UNASSearch, hinge_penalty
 from search.strategy.zur import binomial_score, multinomial_score, score_function_gradient
 from tests.test_run import TINY_SEARCH, _config
 
@@ -73,9 +76,38 @@ def test_latency_table_interpolates_measured_widths():
     table = cost.LatencyTable({"conv": {0.5: 250.0, 1.0: 1000.0}, "dw": {0.5: 60.0, 1.0: 100.0}}, fixed=40.0)
     assert table.layer("conv", 0.5, 1.0) == 500.0  # half the filters reading every channel: half the full work
     assert table.layer("dw", 0.5, depthwise=True) == 60.0
-    z = torch.tensor([[0.25, 0.75]])  # expected cycles over the options, widths in the table's order
-    relaxed = table.relaxed_layer("conv", z, torch.tensor([0.875]), 0.875)
-    assert relaxed.item() == pytest.approx(0.25 * 250 + 0.75 * 1000)
+    # z is ordered like the decision's options, widest first, not like the table's keys
+    z = torch.tensor([[0.75, 0.25]])
+    relaxed = table.relaxed_layer("conv", z, (1.0, 0.5), torch.tensor([0.875]), 0.875)
+    assert relaxed.item() == pytest.approx(0.75 * 1000 + 0.25 * 250)
+    with pytest.raises(ValueError, match="no cycles at width 0.25"):
+        table.relaxed_layer("conv", torch.tensor([[1.0, 0.0]]), (1.0, 0.25), 1.0)
+
+
+def test_relaxed_latency_at_one_hot_widths_is_the_tables_latency():
+    """UNAS's relaxed latency, z following each width decision's own option order, equals at a one-hot
+    z the table's latency of that width: every layer at w costs cycles[w] (a convolution reading the
+    image, w_in = 1, cycles[w] / w; the classifier, w_out = 1, cycles[1] * w)."""
+    search = UNASSearch(synthetic(n_train=64, n_test=16), budget_bytes=30000, quiet=True)
+    model = search.model
+    search._build_decisions(model)
+    widths = search.decisions["stem:width"].options
+    assert widths == (1.0, 0.75, 0.5, 0.25)  # the settings' order, widest first
+    layers = [name for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)]
+    # distinct, increasing with the width, as a measured table would be
+    cycles = {name: {w: 1000.0 * (index + 1) * w + 7.0 * index for w in sorted(widths)}
+              for index, name in enumerate(layers)}
+    search.latency = cost.LatencyTable(cycles, fixed=123.0)
+    for index, width in enumerate(widths):
+        z = {key: F.one_hot(torch.tensor([index if key.endswith(":width") else 0]), len(d.options)).float()
+             for key, d in search.decisions.items()}  # every block kept: op option 0 is the block
+        by_hand = 123.0
+        for name in layers:
+            layer, source = model.layers[name], model.sources[name][0]
+            width_out = 1.0 if name == "fc" else width
+            width_in = 1.0 if source == "input" else width
+            by_hand += cycles[name][width_out] * (1.0 if layer.op == "dwconv" else width_in / width_out)
+        assert float(search.relaxed_latency(model, z)) == pytest.approx(by_hand, rel=1e-6)
 
 
 def test_power_laws_fit_and_tau_meets_the_budget():

@@ -61,6 +61,7 @@ def test_results_parse_into_int8():
     ({"name": [b"m-init-done\r\nm-ready\r\n"]}, "the target reset during 'name'"),
     ({"infer": [b"m-warmup-start-1\r\ne-[arena too small]\r\nm-ready\r\n"]}, "'infer' failed on the target: arena too small"),
     ({"infer": [b"m-infer-done\r\nm-ready\r\n"]}, "without its m-instructions line"),
+    ({"infer": [b"m-instructions-12x\r\nm-infer-done\r\nm-ready\r\n"]}, "'infer' replied a malformed count"),
 ])
 def test_faults_are_one_line_errors(replies, message):
     peer = FaultInjectingPeer(replies)
@@ -71,3 +72,101 @@ def test_faults_are_one_line_errors(replies, message):
         else:
             peer.link().command(command)
     assert "\n" not in str(caught.value)
+
+
+def scripted_link(stream: bytes, timeout_s: float = 0.5) -> SerialLink:
+    """A link reading ``stream`` in one piece; silence (TimeoutError) once it is used up."""
+    pending = [stream]
+
+    def read(size):
+        if not pending:
+            raise TimeoutError
+        return pending.pop()
+
+    return SerialLink(read, lambda data: None, timeout_s, label="test-target")
+
+
+def test_profile_reads_the_model_name_and_its_three_sizes():
+    peer = FaultInjectingPeer({"profile": [
+        b"m-profile-[udc-harness benchmark core]\r\nm-model-[hand-b4-s50]\r\nm-input-bytes-784\r\n"
+        b"m-output-bytes-10\r\nm-arena-bytes-5120\r\nm-ready\r\n"]})
+    assert peer.link().profile() == {"model": "hand-b4-s50", "input_bytes": 784, "output_bytes": 10,
+                                     "arena_bytes": 5120}
+
+
+@pytest.mark.parametrize("line,message", [
+    (b"m-input-bytes-7x4", r"'profile' replied a malformed size line: 'm-input-bytes-7x4'"),
+    (b"m-arena-bytes-", r"'profile' replied a malformed size line: 'm-arena-bytes-'"),
+    (b"m-model-[hand", r"'profile' replied a malformed model line: 'm-model-\[hand'"),
+])
+def test_a_malformed_profile_line_is_a_one_line_error(line, message):
+    peer = FaultInjectingPeer({"profile": [b"m-model-[x]\r\n" + line + b"\r\nm-ready\r\n"]})
+    with pytest.raises(ProtocolError, match=f"^test-target: {message}$"):
+        peer.link().profile()
+
+
+def test_infer_names_each_counter_and_skips_the_warmup_and_start_lines():
+    peer = FaultInjectingPeer({"infer": [
+        b"m-warmup-start-1\r\nm-warmup-done\r\nm-infer-start-10\r\nm-lap-us-2500\r\nm-instructions-31000\r\n"
+        b"m-npu-active-cycles-700\r\nm-axi0-read-beats-12\r\nm-infer-done\r\nm-ready\r\n"]})
+    assert peer.link().infer(10, 1) == {"lap_us": 2500, "instructions": 31000, "npu_active_cycles": 700,
+                                        "axi0_read_beats": 12}
+
+
+def test_an_error_reply_is_raised_after_its_m_ready_and_the_first_error_is_named():
+    """The m-ready after e-[...] is consumed before raising, so the next command reads its own reply."""
+    peer = FaultInjectingPeer({"infer": [b"m-warmup-start-0\r\ne-[arena too small]\r\ne-[later]\r\nm-ready\r\n"],
+                               "name": [b"m-name-dut-[board]\r\nm-ready\r\n"]})
+    link = peer.link()
+    with pytest.raises(ProtocolError, match=r"^test-target: 'infer' failed on the target: arena too small$"):
+        link.infer(1, 0)
+    assert link.command("name") == ["m-name-dut-[board]"]
+
+
+def test_m_init_done_is_a_boot_line_at_boot_and_a_reset_during_any_command():
+    assert scripted_link(b"m-init-done\r\nm-ready\r\n").wait_ready("boot") == ["m-init-done"]
+    with pytest.raises(ProtocolError, match=r"^test-target: the target reset during 'infer'$"):
+        scripted_link(b"m-warmup-start-0\r\nm-init-done\r\nm-ready\r\n").infer(1, 0)
+    peer = FaultInjectingPeer({"db": [b"m-[Expecting 4 bytes]\r\nm-init-done\r\nm-ready\r\n"]})
+    with pytest.raises(ProtocolError, match=r"^test-target: the target reset during 'db'$"):
+        peer.link().load_input(b"\x00\x01\x02\x03")
+
+
+def test_an_input_the_target_never_reports_loaded_is_a_one_line_error():
+    peer = FaultInjectingPeer({"db": [b"m-[Expecting 4 bytes]\r\nm-ready\r\n"]})
+    with pytest.raises(ProtocolError, match=r"^test-target: the last 'db' chunk of 4 bytes was not answered "
+                                            r"m-load-done$"):
+        peer.link().load_input(b"\x00\x01\x02\x03")
+
+
+@pytest.mark.parametrize("line,message", [
+    (b"m-results-[1,200,3]", r"'results' value 200 is outside int8's -128..127"),
+    (b"m-results-[-129]", r"'results' value -129 is outside int8's -128..127"),
+    (b"m-results-[" + b"9" * 5000 + b"]", r"'results' value 9{20} is outside int8's -128..127"),
+    (b"m-results-[1,x,3]", r"'results' value 'x' is not an integer"),
+    (b"m-results-[1,2.5]", r"'results' value '2.5' is not an integer"),
+    (b"m-results-[1,,3]", r"'results' value '' is not an integer"),
+    (b"m-results-[1, 2]", r"'results' value ' 2' is not an integer"),
+    (b"m-results-[1,2", r"'results' replied a malformed line: 'm-results-\[1,2'"),
+])
+def test_a_malformed_result_is_a_one_line_error_naming_the_value(line, message):
+    peer = FaultInjectingPeer({"results": [line + b"\r\nm-ready\r\n"]})
+    with pytest.raises(ProtocolError, match=f"^test-target: {message}$"):
+        peer.link().results()
+
+
+def test_an_error_reply_without_a_reason_still_fails_the_command():
+    peer = FaultInjectingPeer({"infer": [b"e-[]\r\nm-ready\r\n"]})
+    with pytest.raises(ProtocolError, match=r"^test-target: 'infer' failed on the target: no reason given$"):
+        peer.link().infer(1, 0)
+
+
+@pytest.mark.parametrize("command,reply,message", [
+    ("infer", b"m-instructions-" + b"9" * 5000, r"'infer' replied a malformed count: 'm-instructions-9{45}'"),
+    ("profile", b"m-input-bytes-" + b"9" * 5000, r"'profile' replied a malformed size line: 'm-input-bytes-9{46}'"),
+])
+def test_a_number_longer_than_any_counter_is_a_one_line_error(command, reply, message):
+    """A uint64 counter has at most 20 digits; thousands of digits are a broken reply, not a figure."""
+    link = scripted_link(reply + b"\r\nm-ready\r\n")
+    with pytest.raises(ProtocolError, match=f"^test-target: {message}$"):
+        link.infer(1, 0) if command == "infer" else link.profile()

@@ -1,17 +1,53 @@
+import copy
+import math
 import warnings
 
 import pytest
 import torch
 
+from harness.candidate import Candidate, layer_shapes
 from harness.data import synthetic
 from harness.errors import UsageError
-from search.space import SearchableConv2d, SearchableDense, make_supernet
+from search.space import GraphNet, SearchableConv2d, SearchableDense, SearchableLayer, make_supernet, to_candidate
 from search.strategy import BudgetWarning, UDCSearch, search_and_finetune
 from search.strategy.random_search import RandomSearch
+from search.strategy.udc import searched_candidate
 
 TINY = {"pretrain_epochs": 2, "pretrain_batch_size": 32, "warmup_steps": 16, "search_steps": 160, "batch_size": 16,
         "finetune_steps": 32, "finetune_batch_size": 32}
 BUDGET_BYTES = 30000  # of 81584 for the full space at 8 bits
+
+
+def entropy_bits(s: float) -> float:
+    """H2(s), written out here so the size model is checked against its definition."""
+    return 0.0 if s in (0.0, 1.0) else -(s * math.log2(s) + (1 - s) * math.log2(1 - s))
+
+
+def deployed(model: GraphNet) -> Candidate:
+    """The selected configuration as the candidate it deploys to (channels sliced away physically)."""
+    model = copy.deepcopy(model)
+    model.refresh_masks()
+    return to_candidate(model, "deployed")
+
+
+def size_bits_by_hand(candidate: Candidate, nonzero: dict[str, float]) -> float:
+    """sum over the deployed weight tensors of N * (s*b + H2(s)), s the layer's selected nonzero fraction."""
+    total = 0.0
+    for entry in candidate.weight_layers():
+        s = nonzero[entry["name"]]
+        total += candidate.weights[f"{entry['name']}.weight"].size * (s * entry["bits"] + entropy_bits(s))
+    return total
+
+
+def macs_by_hand(candidate: Candidate) -> int:
+    """Every deployed weight multiplies once per output pixel: conv k*k*cin*cout, depthwise k*k*c and
+    dense cin*cout weights, times H_out*W_out (1 for a vector)."""
+    shapes = layer_shapes(candidate.spec)
+    total = 0
+    for entry in candidate.weight_layers():
+        out = shapes[entry["name"]]
+        total += candidate.weights[f"{entry['name']}.weight"].size * (out[0] * out[1] if len(out) == 3 else 1)
+    return total
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +70,8 @@ def udc_candidate(dataset):
 def test_search_meets_its_budget(udc_candidate):
     meta = udc_candidate.spec["meta"]
     assert meta["strategy"] == "udc" and meta["constraint_met"] is True
+    nonzero = {name: choice["nonzero"] for name, choice in meta["decisions"].items()}
+    assert meta["size_bits"] == pytest.approx(size_bits_by_hand(udc_candidate, nonzero), rel=1e-9)
     assert meta["size_bits"] <= 8 * BUDGET_BYTES
     assert meta["budget_bytes"] == BUDGET_BYTES
     assert meta["search"]["projection"] and meta["search"]["rejection"]
@@ -42,7 +80,17 @@ def test_search_meets_its_budget(udc_candidate):
 
 
 def test_budget_below_the_smallest_configuration_names_the_minimum(dataset):
-    with pytest.raises(UsageError, match=r"smallest configuration of the mbv2 space, 448 bytes"):
+    """The smallest mbv2 configuration: width 0.25, blocks b3 and b5 skipped, every weight at the cheapest
+    of bits {8, 6, 4, 3, 2} x nonzero {1, 0.7, 0.5, 0.35, 0.2}, which is 2 bits at 0.2."""
+    elements = (3 * 3 * 1 * 4  # stem: 16 -> 4 channels
+                + 4 * 16 + 3 * 3 * 16 + 16 * 6  # b1: expand 64 -> 16, dw, project 24 -> 6
+                + 6 * 24 + 3 * 3 * 24 + 24 * 8  # b2: expand 96 -> 24, dw, project 32 -> 8
+                + 8 * 32 + 3 * 3 * 32 + 32 * 16  # b4: expand 128 -> 32, dw, project 64 -> 16
+                + 16 * 48 + 48 * 10)  # head 192 -> 48, fc to 10 classes
+    cheapest = min(s * b + entropy_bits(s) for b in (8, 6, 4, 3, 2) for s in (1.0, 0.7, 0.5, 0.35, 0.2))
+    assert cheapest == 0.2 * 2 + entropy_bits(0.2)
+    minimum = f"{elements * cheapest / 8:.0f} bytes"
+    with pytest.raises(UsageError, match=rf"smallest configuration of the mbv2 space, {minimum}"):
         UDCSearch(dataset, budget_bytes=100, settings=TINY)
 
 
@@ -141,11 +189,19 @@ def test_vanilla_dnas_disables_projection_and_rejection(dataset, monkeypatch):
 
 
 def test_mac_budget_mode(dataset):
-    search = UDCSearch(dataset, macs=400_000, settings={**TINY, "search_steps": 32}, quiet=True)
+    """Under a MAC budget the emitted configuration's MACs, counted on the deployed network, are within
+    the budget and are what the result records."""
+    budget = 400_000
+    search = UDCSearch(dataset, macs=budget, settings={**TINY, "search_steps": 32}, quiet=True)
+    assert search.budget.kind == "macs" and search.minimum < budget < search.maximum  # the budget constrains
     model = search.search()
-    exact = search.budget.exact(model)
-    assert search.budget.kind == "macs" and exact > 0
-    assert search.minimum < search.maximum
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BudgetWarning)
+        meta = search.enforce_budget(model)
+    macs = macs_by_hand(deployed(model))
+    assert 0 < macs <= budget
+    assert meta["constraint_met"] is True and meta["macs"] == macs and meta["budget_macs"] == budget
+    assert "size_bits" not in meta and meta["macs_gamma_pi"] >= macs
 
 
 def test_random_search_returns_a_candidate_under_budget(dataset):
@@ -195,7 +251,8 @@ def test_an_over_budget_argmax_is_repaired_loudly(dataset):
     assert meta["constraint_met_argmax"] is False and meta["constraint_met"] is True
     assert meta["size_bits"] <= search.budget.target < meta["size_bits_gamma_pi"]
     assert meta["repair_moves"] and not any(move.startswith("fc:bits") for move in meta["repair_moves"])
-    assert search.budget.exact(model) == meta["size_bits"]
+    nonzero = {name: layer.nonzero for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
+    assert meta["size_bits"] == pytest.approx(size_bits_by_hand(deployed(model), nonzero), rel=1e-9)
 
 
 def test_without_repair_a_missed_budget_is_recorded_not_hidden(dataset):
@@ -249,12 +306,30 @@ def test_random_configurations_land_just_under_the_budget(dataset):
 
     from search.strategy.random_search import random_configuration
 
+    from tests.test_search_properties import costs_by_hand
+
     search = UDCSearch(dataset, budget_bytes=12000, settings=TINY)
     rng = np.random.default_rng(0)
     costs, configurations = [], []
     for _ in range(20):
         configurations.append(random_configuration(search.model, search.budget, rng))
-        costs.append(search.budget.exact(search.model))
-    assert max(costs) <= search.budget.target
-    assert np.median(costs) > 0.8 * search.budget.target  # near the budget, not at the small end
+        costs.append(costs_by_hand(search.model, configurations[-1])[0])
+    assert max(costs) <= 8 * 12000
+    assert np.median(costs) > 0.8 * 8 * 12000  # near the budget, not at the small end
     assert len({str(c) for c in configurations}) == 20
+
+
+def test_searched_candidate_is_none_only_when_a_layer_deploys_no_weight():
+    """The searched (pre-finetuning) candidate is left out exactly when a layer's range is so wide that every
+    weight rounds to zero; otherwise it is made."""
+    torch.manual_seed(0)
+    model = make_supernet("mbv2", (28, 28, 1), 10, batchnorm=False, bit_options=(2,))
+    model.select(bits=2)
+    model.init_ranges()
+    settings, meta = {"supernet": "mbv2"}, {"strategy": "udc", "budget_bytes": BUDGET_BYTES}
+    searched = searched_candidate(model, settings, meta)
+    assert searched is not None and searched.spec["meta"]["stage"] == "searched"
+    assert searched.name == f"udc-mbv2-{BUDGET_BYTES / 1000:g}kB-searched"
+    with torch.no_grad():  # 2 bits: levels -r, 0, r; every |theta| < r / 2 rounds to 0
+        model.layers["b2_dw"].ranges["2"].fill_(4 * float(model.layers["b2_dw"].theta.abs().max()))
+    assert searched_candidate(model, settings, meta) is None

@@ -85,8 +85,9 @@ class UNASSearch(UDCSearch):
                 continue
             out_key = f"{self.width_keys[name]}:width"
             in_key = f"{self.width_keys[model.sources[name][0]]}:width"
-            layer_cycles = self.latency.relaxed_layer(name, z.get(out_key), expected(out_key), expected(in_key),
-                                                      depthwise=layer.op == "dwconv")
+            options = self.decisions[out_key].options if out_key in z else None
+            layer_cycles = self.latency.relaxed_layer(name, z.get(out_key), options, expected(out_key),
+                                                      expected(in_key), depthwise=layer.op == "dwconv")
             if name in self.block_of:
                 layer_cycles = layer_cycles * expected(f"{self.block_of[name]}:op")
             total = total + layer_cycles
