@@ -1,6 +1,10 @@
 """Harness overhead and cache benchmarks: ratios against baselines timed in the same run.
 
-Run with ``tox -e bench``; the ratios land in the benchmark JSON as extra_info.
+- Measuring a candidate on vela through the pipeline (export with its exactness checks, Vela, the stored
+  row) against what a user would write by hand (Keras model, converter, Vela in-process): goal at most 1.3x.
+- A cache hit (the same candidate measured again) against its first measurement: goal at most 0.05x.
+
+Run with ``tox -e bench``; the ratios and goals land in the benchmark JSON as extra_info.
 """
 
 import statistics
@@ -12,9 +16,12 @@ import pytest
 from harness.pipeline import Evaluation, Pipeline
 from results.store import Store
 from targets import get_target
+from tests.bench.goals import assert_goal
 from tests.candidates import make_candidate
 
 ROUNDS = 5
+OVERHEAD_GOAL = 1.3
+CACHE_HIT_GOAL = 0.05
 
 
 def _by_hand(candidate, calibration):
@@ -66,9 +73,10 @@ def test_measure_overhead_vs_conversion_and_vela_by_hand(benchmark, pipeline):
     baseline = _median_seconds(lambda: _by_hand(candidate, calibration))
     benchmark.pedantic(pipeline.measure_candidate, args=(candidate,), rounds=ROUNDS, iterations=1)
     ratio = benchmark.stats.stats.median / baseline
-    benchmark.extra_info.update(baseline_median_s=baseline, ratio_vs_by_hand=ratio)
-    print(f"\nmeasure overhead: harness {benchmark.stats.stats.median:.3f} s vs by hand {baseline:.3f} s = {ratio:.2f}x")
-    assert ratio <= 1.3
+    benchmark.extra_info.update(baseline_median_s=baseline, measure_median_s=benchmark.stats.stats.median)
+    print(f"\nmeasure overhead: harness {benchmark.stats.stats.median:.3f} s vs by hand {baseline:.3f} s = "
+          f"{ratio:.2f}x (goal <= {OVERHEAD_GOAL}x)")
+    assert_goal(benchmark, ratio, OVERHEAD_GOAL)
 
 
 def test_cache_hit_vs_first_measure(benchmark, tmp_path):
@@ -84,7 +92,8 @@ def test_cache_hit_vs_first_measure(benchmark, tmp_path):
         again = benchmark.pedantic(first_pipeline.measure_candidate, args=(candidate,), rounds=ROUNDS, iterations=1)
         assert again["cached"] is True and again["flash_bytes"] == first["flash_bytes"]
         ratio = benchmark.stats.stats.median / first_seconds
-        benchmark.extra_info.update(first_measure_s=first_seconds, ratio_vs_first=ratio)
-        print(f"\ncache: re-measure {benchmark.stats.stats.median * 1e3:.1f} ms vs first {first_seconds:.3f} s = {ratio:.4f}x")
-        assert ratio <= 0.05
+        benchmark.extra_info.update(first_measure_s=first_seconds, cache_hit_median_s=benchmark.stats.stats.median)
+        print(f"\ncache: re-measure {benchmark.stats.stats.median * 1e3:.1f} ms vs first {first_seconds:.3f} s = "
+              f"{ratio:.4f}x (goal <= {CACHE_HIT_GOAL}x)")
         np.testing.assert_equal(again["candidate_hash"], candidate.content_hash)
+        assert_goal(benchmark, ratio, CACHE_HIT_GOAL)

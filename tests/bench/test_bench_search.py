@@ -1,9 +1,11 @@
 """UDC search cost and quality, as ratios and comparisons measured in the same run.
 
 - One UDC search step with S MC samples against one plain training step of the same supernet at full
-  width on the same batch (target <= 2.0x for S=1; S=8 reported, also per image).
-- Quality at a tight budget on Fashion-MNIST (slow: the quick main job's searches): UDC's int8 accuracy
-  against the best random-search candidate at equal compute and the uniform candidate nearest in size.
+  width on the same batch (S * 64 images): goal at most 2.0x, for S=1 and S=8 alike (the same images,
+  so per image too); S=8 also records its step against a plain step of 64 images.
+- Quality at a tight budget on Fashion-MNIST (slow: the quick main job's searches): records UDC's int8
+  accuracy beside random search's (same compute) and the uniform candidate's nearest in size; it asserts
+  no quality, only that both searches meet the budget.
 """
 
 import statistics
@@ -19,10 +21,13 @@ from harness.data import synthetic
 from search.space import make_supernet
 from search.strategy import UDCSearch, pretrain_state
 from search.strategy.udc import merged_settings
+from tests.bench.goals import assert_goal
 
 STEPS = 10
 BATCH = 64
 BUDGET_BYTES = 24000
+STEP_GOAL = 2.0
+ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,7 @@ def _udc_step(dataset, settings, state, samples):
     return (long - short) / (2 * STEPS)
 
 
-def _median(function, rounds=3):
+def _median(function, rounds=ROUNDS):
     return statistics.median(function() for _ in range(rounds))
 
 
@@ -75,26 +80,39 @@ def _median(function, rounds=3):
 def test_udc_step_vs_plain_training_step(benchmark, setting, samples):
     dataset, settings, state = setting
     _plain_steps(dataset, settings, state, BATCH)  # warm-up
-    plain = _median(lambda: _plain_steps(dataset, settings, state, BATCH * samples))
-    benchmark.pedantic(lambda: _udc_step(dataset, settings, state, samples), rounds=3, iterations=1)
-    step = _median(lambda: _udc_step(dataset, settings, state, samples))
-    ratio = step / plain
-    plain_one_batch = _median(lambda: _plain_steps(dataset, settings, state, BATCH))
-    benchmark.extra_info.update(samples=samples, plain_step_s=plain, udc_step_s=step, ratio=ratio,
+    # (plain step, UDC step) seconds per round: plain steps before and after the UDC steps, so that a load
+    # change on a shared machine meets both sides of the round's ratio; the ratio is the rounds' median
+    rounds = []
+
+    def one_round():
+        before = _plain_steps(dataset, settings, state, BATCH * samples)
+        step = _udc_step(dataset, settings, state, samples)
+        rounds.append(((before + _plain_steps(dataset, settings, state, BATCH * samples)) / 2, step))
+
+    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    ratio = statistics.median(step / plain for plain, step in rounds)
+    plain, step = (statistics.median(column) for column in zip(*rounds))
+    plain_one_batch = plain if samples == 1 else _median(lambda: _plain_steps(dataset, settings, state, BATCH))
+    benchmark.extra_info.update(samples=samples, plain_step_s=plain, udc_step_s=step,
+                                ratios=[step / plain for plain, step in rounds],
                                 udc_step_vs_plain_step_of_one_sample_batch=step / plain_one_batch)
     print(f"\nUDC step S={samples} ({BATCH * samples} images): {step * 1e3:.1f} ms vs plain step on the same batch "
-          f"{plain * 1e3:.1f} ms = {ratio:.2f}x; vs a plain step of {BATCH} images {step / plain_one_batch:.2f}x")
+          f"{plain * 1e3:.1f} ms = {ratio:.2f}x (goal <= {STEP_GOAL}x); vs a plain step of {BATCH} images "
+          f"{step / plain_one_batch:.2f}x")
     assert step > 0
-    if samples == 1:
-        # Target 2.0x; measured 2.4-3.0x on 2 CPU cores, where the ~20 small autograd nodes per layer
-        # of the relaxation (quantizer options, masks, width and gate scales) cost about as much as the
-        # convolutions of this small supernet. This bound guards against regressions from there.
-        assert ratio <= 3.5
+    # On 2 CPU cores this measures above its goal (S=1: 2.2-3.9x; S=8: up to 3.1x): the ~20 small autograd
+    # nodes per layer of the relaxation (quantizer options, masks, width and gate scales) cost about as much
+    # as the convolutions of this small supernet.
+    assert_goal(benchmark, ratio, STEP_GOAL)
 
 
 @pytest.mark.slow
 def test_quality_at_a_tight_budget_on_fashion_mnist(benchmark, tmp_path):
-    """The quick main job's strategies at 24 KB: UDC vs random search (same compute) vs nearest uniform."""
+    """Records, judges no quality: the quick main job's strategies at 24 KB. UDC's, random search's (same
+    compute) and the nearest-in-size uniform candidate's int8 accuracy and Flash go to extra_info, with UDC's
+    accuracy over random search's as the ratio and no goal (one seed of a short schedule does not settle
+    which search is better). Asserts only that both searched candidates meet the budget (size bound
+    within 1%)."""
     if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     from harness.config import load_config
@@ -115,4 +133,7 @@ def test_quality_at_a_tight_budget_on_fashion_mnist(benchmark, tmp_path):
         benchmark.extra_info[f"{name}_flash_bytes"] = record["flash_bytes"]
         print(f"\n{name}: {record['candidate_name']} int8 {100 * record['accuracy_int8']:.2f}% "
               f"flash {record['flash_bytes']} B size bound {record['rhs_bound_bytes']:.0f} B")
+    benchmark.extra_info.update(ratio=udc["accuracy_int8"] / random["accuracy_int8"], goal=None,
+                                goal_is="none: records only",
+                                ratio_is="UDC int8 accuracy / random search int8 accuracy")
     assert udc["rhs_bound_bytes"] <= BUDGET_BYTES * 1.01 and random["rhs_bound_bytes"] <= BUDGET_BYTES * 1.01
