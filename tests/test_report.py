@@ -201,7 +201,7 @@ def test_html_report_is_self_contained(tmp_path):
     page = write_html(write_report(rows, tmp_path)).read_text()
     assert page.startswith("<!DOCTYPE html>") and "<h2>Searches under a size budget</h2>" in page
     assert page.count('src="data:image/png;base64,') >= 3 and "src=\"accuracy" not in page
-    assert "<td class=r>85.00</td>" in page and "<th>candidate</th>" in page
+    assert "<td style=\"text-align:right\">85.00</td>" in page and "<th>candidate</th>" in page
 
 
 def test_many_candidates_plot_a_sample_and_the_table_keeps_all(tmp_path):
@@ -217,15 +217,15 @@ def test_many_candidates_plot_a_sample_and_the_table_keeps_all(tmp_path):
 def test_labels_of_a_dense_cluster_do_not_overlap():
     from matplotlib.text import Text
 
-    from results.report import _new_figure, _place_labels
+    from results.report.figures import new_figure, place_labels
 
-    figure = _new_figure(8.0, 5.5)
+    figure = new_figure(8.0, 5.5)
     ax = figure.add_subplot()
     points = [(33 + 0.6 * i, 84 + 0.3 * (i % 3), f"candidate-number-{i}") for i in range(8)]  # within ~5 KiB, 1 point
     ax.scatter([p[0] for p in points], [p[1] for p in points])
     ax.set_xlim(0, 100)
     ax.set_ylim(40, 95)
-    _place_labels(ax, points, fontsize=7)
+    place_labels(ax, points, fontsize=7)
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     boxes = [Text.get_window_extent(text, renderer) for text in ax.texts]  # the text alone, not its leader line
