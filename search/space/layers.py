@@ -1,0 +1,361 @@
+"""Searchable layers: one weight tensor theta shared by every width, bitwidth and sparsity option of a
+layer, and the parameter-free layers (residual add, global average pool) of a network.
+
+Every layer takes NCHW tensors; convolutions pad like TensorFlow's SAME, which the Keras export uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search.space.masks import kept_count, magnitude_mask, width_mask
+from search.space.quantizers import MIN_RANGE, best_range, quantize, quantize_offset
+
+ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "relu6": F.relu6}
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow SAME padding (before, after) along one axis; the extra pixel goes after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+
+class SearchableLayer(nn.Module):
+    """One weight tensor theta shared by every width, bitwidth and sparsity option of the layer.
+
+    output = act(f(x, Q(theta, b, r_b) * m) + bias) * w, with m the magnitude mask (recomputed from
+    theta by ``refresh_mask``) and w the width mask on output channels. ``bits=None`` means float.
+    Each bitwidth option has its own learned range r_b (``ranges[str(b)]``). An optional BatchNorm
+    sits before the activation for float pretraining and is folded away by ``fold_batchnorm``.
+    """
+
+    op = ""
+
+    def __init__(self, in_channels: int, out_channels: int, theta_shape: Sequence[int], activation: str = "none",
+                 batchnorm: bool = False, bit_options: Iterable[int] = (), nonzero_options: Iterable[float] = (1.0,),
+                 width_options: Iterable[float] = (1.0,)):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        self.in_channels, self.out_channels, self.activation = in_channels, out_channels, activation
+        self.bit_options = tuple(int(b) for b in bit_options)
+        self.nonzero_options = tuple(float(s) for s in nonzero_options)
+        self.width_options = tuple(float(w) for w in width_options)
+        self.theta = nn.Parameter(torch.empty(*theta_shape))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self._init_theta()
+        self.ranges = nn.ParameterDict({
+            str(b): nn.Parameter(self.theta.detach().abs().max().clone()) for b in self.bit_options})
+        self.batchnorm = self._make_batchnorm(out_channels) if batchnorm else None
+        self.register_buffer("mask", None, persistent=False)
+        self.register_buffer("option_masks", None, persistent=False)
+        self.register_buffer("width_option_masks", None, persistent=False)  # [K, C], made on first use
+        self.bits: int | None = None
+        self.nonzero = 1.0
+        self.width = 1.0
+        self.relaxed: dict[str, torch.Tensor] = {}
+        self.quantize_probability = 1.0  # alpha of the finetuning quantization noise; 1 = always quantize
+        self.pruning_offset = False  # quantize with Q-hat, offset by the largest pruned |theta|
+
+    def _init_theta(self) -> None:
+        nn.init.kaiming_normal_(self.theta, mode="fan_out", nonlinearity="relu")
+
+    def _make_batchnorm(self, channels: int) -> nn.Module:
+        return nn.BatchNorm2d(channels)
+
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _channel_view(self, vector: torch.Tensor) -> torch.Tensor:
+        """Reshape a per-output-channel vector to broadcast over this layer's output."""
+        return vector.view(1, -1, 1, 1)
+
+    # -- choices
+
+    def select(self, bits: int | None = None, nonzero: float = 1.0, width: float = 1.0) -> None:
+        """Fix this layer's options, each one of its option lists (bits None = float; nonzero and width 1.0 always)."""
+        if bits is not None and bits not in self.bit_options:
+            raise ValueError(f"bits={bits} is not an option of this layer ({self.bit_options})")
+        if nonzero != 1.0 and nonzero not in self.nonzero_options:
+            raise ValueError(f"nonzero={nonzero} is not an option of this layer ({self.nonzero_options})")
+        if width != 1.0 and width not in self.width_options:
+            raise ValueError(f"width={width} is not an option of this layer ({self.width_options})")
+        self.bits, self.nonzero, self.width = bits, float(nonzero), float(width)
+        self.mask = None
+
+    def refresh_mask(self, nonzero: float | None = None) -> None:
+        """Recompute the magnitude mask from |theta|; ``nonzero`` overrides the selected fraction (pruning anneal)."""
+        fraction = self.nonzero if nonzero is None else nonzero
+        # Stored in theta's dtype so the forward multiplies without a conversion per step.
+        self.mask = None if fraction >= 1.0 else magnitude_mask(self.theta, fraction).to(self.theta.dtype)
+
+    def refresh_option_masks(self) -> None:
+        """Recompute one magnitude mask per nonzero option from |theta|, for relaxed forwards."""
+        self.option_masks = torch.stack([
+            torch.ones_like(self.theta) if s >= 1.0 else magnitude_mask(self.theta, s).to(self.theta.dtype)
+            for s in self.nonzero_options]).detach()
+
+    def relax(self, bits: torch.Tensor | None = None, nonzero: torch.Tensor | None = None,
+              width: torch.Tensor | None = None) -> None:
+        """Relaxed choices, each [S, K] over this layer's bit_options / nonzero_options / width_options.
+
+        The batch is split into S equal groups and group i uses sample i's choices. A choice left None
+        keeps the selected option. ``relax()`` with no arguments returns to the selected options.
+        """
+        given = {"bits": (bits, self.bit_options), "nonzero": (nonzero, self.nonzero_options),
+                 "width": (width, self.width_options)}
+        samples = {z.shape[0] for z, _ in given.values() if z is not None}
+        if len(samples) > 1:
+            raise ValueError(f"relaxed choices disagree on the number of samples: {sorted(samples)}")
+        for axis, (z, options) in given.items():
+            if z is not None and z.shape[-1] != len(options):
+                raise ValueError(f"{axis} choice has {z.shape[-1]} entries for {len(options)} options {options}")
+        if nonzero is not None and self.option_masks is None:
+            self.refresh_option_masks()
+        self.relaxed = {axis: z for axis, (z, _) in given.items() if z is not None}
+
+    def init_option_ranges(self) -> None:
+        """Every bitwidth option's range at the clip level minimising ||Q(theta) - theta||^2."""
+        for bits in self.bit_options:
+            self.ranges[str(bits)].data.copy_(best_range(self.theta.detach(), bits))
+
+    def init_range(self, nonzero: float | None = None) -> None:
+        """Set the selected bitwidth's range to the clip level minimising ||(Q(theta) - theta) * m||^2 (grid
+        search); ``nonzero`` overrides the selected fraction the mask m keeps."""
+        if self.bits is None:
+            return
+        nonzero = self.nonzero if nonzero is None else nonzero
+        with torch.no_grad():
+            if nonzero >= 1.0:
+                kept = self.theta
+            else:
+                mask = magnitude_mask(self.theta, nonzero)
+                kept = self.theta[mask]
+                if self.pruning_offset:  # Q-hat quantizes the magnitude beyond the pruning boundary
+                    kept = kept.abs() - self.theta[~mask].abs().max()
+            self.ranges[str(self.bits)].copy_(best_range(kept, self.bits))
+
+    # -- forward and deployment
+
+    def pruning_boundary(self) -> torch.Tensor:
+        """beta: the largest pruned |theta| (0 without a mask)."""
+        if self.mask is None:
+            return torch.zeros((), dtype=self.theta.dtype)
+        return (self.theta.detach().abs() * (1 - self.mask)).max()
+
+    def compressed_weight(self, noise: bool = True) -> torch.Tensor:
+        """Q(theta) * m (Q-hat with ``pruning_offset``); in training, quantization noise unless ``noise`` is off."""
+        weight = self.theta
+        if self.bits is not None:
+            value_range = self.ranges[str(self.bits)]
+            offset = self.pruning_boundary() if self.pruning_offset else None
+            quantized = quantize_offset(weight, self.bits, value_range, offset)
+            if noise and self.training and self.quantize_probability < 1.0:
+                # Sec. 5: the unquantized share is clipped to the quantizer's range, not left as theta.
+                limit = value_range.clamp_min(MIN_RANGE) + (0.0 if offset is None else offset)
+                clipped = torch.minimum(torch.maximum(weight, -limit), limit)
+                noise = torch.rand_like(weight) < self.quantize_probability
+                quantized = torch.where(noise, quantized, clipped)
+            weight = quantized
+        if self.mask is not None:
+            weight = weight * self.mask
+        return weight
+
+    def deployed_weight(self) -> torch.Tensor:
+        """The weight as deployed: with Q-hat, Q(Q-hat, 8, r') with r' = max|Q-hat|, so the tensor is on a
+        symmetric int8 grid holding at most 2^b nonzero values; otherwise the compressed weight."""
+        with torch.no_grad():
+            weight = self.compressed_weight(noise=False)
+            if self.bits is None or not self.pruning_offset or self.mask is None:
+                return weight
+            return quantize(weight, 8, weight.abs().max())
+
+    def deployed_offset(self) -> float:
+        """beta written into a spec: the pruning boundary Q-hat quantizes beyond, 0 without Q-hat."""
+        if self.bits is None or not self.pruning_offset:
+            return 0.0
+        return float(self.pruning_boundary())
+
+    def _relaxed_weights(self) -> torch.Tensor:
+        """[S or 1, *theta.shape]: sum_k z_b[k] Q(theta, b_k, r_k) * sum_k z_s[k] m_k for each sample."""
+        if "bits" in self.relaxed:
+            z_bits = self.relaxed["bits"]
+            used = (z_bits != 0).any(dim=0).tolist()  # top-kappa leaves most options at exactly 0
+            shape = (-1, *([1] * self.theta.dim()))
+            weight = sum(z_bits[:, k].view(shape) * quantize(self.theta, b, self.ranges[str(b)])
+                         for k, (b, use) in enumerate(zip(self.bit_options, used)) if use)
+        elif self.bits is None:
+            weight = self.theta.unsqueeze(0)
+        else:
+            weight = quantize(self.theta, self.bits, self.ranges[str(self.bits)]).unsqueeze(0)
+        if "nonzero" in self.relaxed:
+            return weight * torch.tensordot(self.relaxed["nonzero"], self.option_masks, dims=1)
+        return weight if self.mask is None else weight * self.mask
+
+    def _apply_weights(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Apply S weight tensors, each to its own 1/S of the batch, in one call."""
+        raise NotImplementedError
+
+    def deployed_range(self) -> float:
+        """The range written into a spec: r_b, or max|theta| for a float layer."""
+        if self.bits is None:
+            return float(self.theta.detach().abs().max())
+        return float(self.ranges[str(self.bits)].detach().clamp_min(MIN_RANGE))
+
+    def kept_out_channels(self) -> int:
+        return kept_count(self.out_channels, self.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relaxed:
+            return self._relaxed_forward(x)
+        out = self._apply_weight(x, self.compressed_weight())
+        if self.batchnorm is not None:
+            out = self.batchnorm(out)
+        out = ACTIVATIONS[self.activation](out)
+        if self.width < 1.0:
+            out = out * self._channel_view(width_mask(self.out_channels, self.width).to(out.dtype))
+        return out
+
+    def _relaxed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batchnorm is not None:
+            raise ValueError("fold BatchNorm before relaxed forwards: batch statistics would mix the samples")
+        weights = self._relaxed_weights()
+        samples = next(iter(self.relaxed.values())).shape[0]
+        if x.shape[0] % samples:
+            raise ValueError(f"a batch of {x.shape[0]} does not split into {samples} equal sample groups")
+        if weights.shape[0] == 1 and samples > 1:
+            weights = weights.expand(samples, *weights.shape[1:])
+        out = ACTIVATIONS[self.activation](self._apply_weights(x, weights))
+        if "width" in self.relaxed:
+            if self.width_option_masks is None:
+                self.width_option_masks = torch.stack([width_mask(self.out_channels, w) for w in self.width_options])
+            scale = self.relaxed["width"] @ self.width_option_masks.to(out.dtype)  # [S, C]: sum_k z_w[k] w_k
+            grouped = out.view(samples, -1, *out.shape[1:])
+            out = (grouped * scale.view(samples, 1, -1, *([1] * (out.dim() - 2)))).view_as(out)
+        elif self.width < 1.0:
+            out = out * self._channel_view(width_mask(self.out_channels, self.width).to(out.dtype))
+        return out
+
+    def fold_batchnorm(self) -> None:
+        """Fold BN (with its running statistics) into theta and bias; outputs in eval mode are unchanged."""
+        bn = self.batchnorm
+        if bn is None:
+            return
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            self.theta.mul_(scale.view(-1, *([1] * (self.theta.dim() - 1))))
+            self.bias.copy_((self.bias - bn.running_mean) * scale + bn.bias)
+        self.batchnorm = None
+
+
+class SearchableConv2d(SearchableLayer):
+    op = "conv"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, **options):
+        self.kernel, self.stride = kernel, stride
+        super().__init__(in_channels, out_channels, (out_channels, in_channels, kernel, kernel), **options)
+
+    def _apply_weight(self, x, weight):
+        return _conv_same(x, weight, self.bias, self.stride, groups=1)
+
+    def _apply_weights(self, x, weights):
+        return _grouped_conv_same(x, weights, self.bias, self.stride, groups=1)
+
+
+class SearchableDepthwiseConv2d(SearchableLayer):
+    """Depth multiplier 1, so output channels follow input channels; its width must equal its input's."""
+
+    op = "dwconv"
+
+    def __init__(self, channels: int, kernel: int, stride: int = 1, **options):
+        self.kernel, self.stride = kernel, stride
+        super().__init__(channels, channels, (channels, 1, kernel, kernel), **options)
+
+    def _apply_weight(self, x, weight):
+        return _conv_same(x, weight, self.bias, self.stride, groups=self.out_channels)
+
+    def _apply_weights(self, x, weights):
+        return _grouped_conv_same(x, weights, self.bias, self.stride, groups=self.out_channels)
+
+
+class SearchableDense(SearchableLayer):
+    op = "dense"
+
+    def __init__(self, in_features: int, out_features: int, **options):
+        super().__init__(in_features, out_features, (out_features, in_features), **options)
+
+    def _init_theta(self):
+        nn.init.normal_(self.theta, 0.0, 0.01)
+
+    def _make_batchnorm(self, channels):
+        return nn.BatchNorm1d(channels)
+
+    def _channel_view(self, vector):
+        return vector.view(1, -1)
+
+    def _apply_weight(self, x, weight):
+        return F.linear(x, weight, self.bias)
+
+    def _apply_weights(self, x, weights):
+        grouped = x.view(weights.shape[0], -1, x.shape[-1])
+        return (torch.bmm(grouped, weights.transpose(1, 2)) + self.bias).view(x.shape[0], -1)
+
+
+def _conv_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int) -> torch.Tensor:
+    # torch pads symmetrically; TF SAME puts the odd pixel after, which the Keras export uses.
+    kernel = weight.shape[-1]
+    top, bottom = same_padding(x.shape[2], kernel, stride)
+    left, right = same_padding(x.shape[3], kernel, stride)
+    if top == bottom and left == right:
+        return F.conv2d(x, weight, bias, stride=stride, padding=(top, left), groups=groups)
+    return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, stride=stride, groups=groups)
+
+
+def _grouped_conv_same(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, stride: int,
+                       groups: int) -> torch.Tensor:
+    """S convolutions in one: batch group i of x (S equal groups) is convolved with weights[i]. The
+    groups are moved into channels so one grouped convolution does all of them."""
+    samples = weights.shape[0]
+    if samples == 1:
+        return _conv_same(x, weights[0], bias, stride, groups)
+    per_group, channels, height, width = x.shape[0] // samples, *x.shape[1:]
+    stacked = x.view(samples, per_group, channels, height, width).transpose(0, 1).reshape(
+        per_group, samples * channels, height, width)
+    out = _conv_same(stacked, weights.reshape(-1, *weights.shape[2:]), bias.repeat(samples), stride,
+                     groups * samples)
+    return out.view(per_group, samples, -1, *out.shape[2:]).transpose(0, 1).reshape(x.shape[0], -1, *out.shape[2:])
+
+
+class Add(nn.Module):
+    """a + b, where b is a residual branch. ``gate`` ([S], relaxed) scales the branch per sample group:
+    z[block] * (a + f(a)) + z[identity] * a = a + z[block] * f(a) for a linear add."""
+
+    op = "add"
+
+    def __init__(self, activation: str = "none"):
+        super().__init__()
+        self.activation = activation
+        self.gate: torch.Tensor | None = None
+        self.shortcut_scale: torch.Tensor | None = None  # [S]: a search's dropout of the shortcut
+
+    def forward(self, a, b):
+        if self.shortcut_scale is not None:
+            samples = self.shortcut_scale.shape[0]
+            a = (a.view(samples, -1, *a.shape[1:]) * self.shortcut_scale.view(samples, *([1] * a.dim()))).view_as(a)
+        if self.gate is not None:
+            samples = self.gate.shape[0]
+            b = (b.view(samples, -1, *b.shape[1:]) * self.gate.view(samples, *([1] * b.dim()))).view_as(b)
+        return ACTIVATIONS[self.activation](a + b)
+
+
+class GlobalAveragePool(nn.Module):
+    op = "gap"
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
