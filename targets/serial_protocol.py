@@ -98,7 +98,10 @@ class SerialLink:
         return lines
 
     def command(self, text: str) -> list[str]:
-        self._write(f"{text}%".encode("ascii"))
+        try:
+            self._write(f"{text}%".encode("ascii"))
+        except OSError as error:  # the target went away since its last reply
+            raise ProtocolError(f"{self.label}: link failed ({error.strerror or error})") from None
         return self.wait_ready(text.split(" ")[0] if not text.startswith("db ") else "db")
 
     # -- the benchmark steps
