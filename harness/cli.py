@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from harness.errors import HarnessError, UsageError
+from search.strategy import SEARCH_STRATEGIES
 from targets.corstone300 import MACS
 
 JSON_KEYS = ("candidate", "candidate_hash", "target", "status", "error", "cached", "flash_bytes", "sram_bytes",
@@ -87,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--config", type=Path, help="TOML config; its [udc] section holds the search settings")
     budget = search.add_mutually_exclusive_group()
     budget.add_argument("--budget", help="compressed-size budget e* (bytes, or with a unit: 24KB, 0.5MB, 20KiB)")
-    budget.add_argument("--macs", type=int, help="MAC budget instead of a size budget (multiply-accumulates per inference)")
-    search.add_argument("--strategy", choices=["udc", "dnas", "random", "zur", "unas", "neuralscale"], default="udc",
+    budget.add_argument("--mac-budget", type=int, metavar="N",
+                        help="MAC budget instead of a size budget (multiply-accumulates per inference)")
+    # --macs names the NPU's MACs per cycle on run and measure; on search it only says where the MAC budget went.
+    search.add_argument("--macs", dest="macs_on_search", help=argparse.SUPPRESS)
+    search.add_argument("--strategy", choices=SEARCH_STRATEGIES, default="udc",
                         help="udc (default), dnas (vanilla DNAS, eq. 6), random (random search), or a seed peer: "
                              "zur (Zur et al.), unas (UNAS), neuralscale (NeuralScale)")
     _training_options(search, full_help="the long schedule")
@@ -222,41 +226,38 @@ def _run(args) -> int:
 
 def _search(args) -> int:
     from harness.config import load_config, parse_budget
-    from harness.run import cached_pretrain, settings_key
+    from harness.training_cache import cached_pretrain, pretrain_path
+    from search.strategy import strategy_entry
 
-    if args.budget is None and args.macs is None:
-        raise UsageError("give a budget: --budget 24KB (compressed size) or --macs N (multiply-accumulates)")
-    if args.macs is not None and args.macs <= 0:
-        raise UsageError(f"--macs {args.macs} is not a positive MAC count")
+    if args.macs_on_search is not None:
+        raise UsageError("search takes its MAC budget as --mac-budget N (--macs is the NPU's MACs per cycle on "
+                         "run and measure)")
+    if args.budget is None and args.mac_budget is None:
+        raise UsageError("give a budget: --budget 24KB (compressed size) or --mac-budget N (multiply-accumulates)")
+    if args.mac_budget is not None and args.mac_budget <= 0:
+        raise UsageError(f"--mac-budget {args.mac_budget} is not a positive MAC count")
     if args.processes < 1:
         raise UsageError(f"--processes {args.processes} must be at least 1")
-    if args.processes > 1 and args.strategy not in ("udc", "dnas"):
+    entry = strategy_entry(args.strategy)
+    if args.processes > 1 and not entry.processes:
         raise UsageError(f"--processes spreads MC samples of a UDC or DNAS search; {args.strategy} has none")
     budget_bytes = parse_budget(args.budget) if args.budget is not None else None
     config = load_config(args.config, {"run": {"dataset": args.dataset, "data_path": args.data_path,
                                                "preset": args.preset, "out": str(args.out) if args.out else None},
                                        "search": {"supernet": args.supernet}})
     from harness.data import load_dataset
-    from search.strategy import PEERS, RandomSearch, UDCSearch, pretrain_key, pretrain_state
     from search.strategy.parallel import search_in_processes
+    from search.strategy.pretrain import pretrain_state
 
     run, udc = config["run"], config["udc"]
     dataset = load_dataset(run["dataset"], run["data_path"] or None)
-    vanilla = args.strategy == "dnas"
-    if args.strategy in PEERS:
-        searcher = PEERS[args.strategy](dataset, budget_bytes, args.macs, {**udc, **config[args.strategy]},
-                                        quiet=args.quiet)
-    elif args.strategy == "random":
-        searcher = RandomSearch(dataset, budget_bytes, args.macs, udc, quiet=args.quiet)
-    else:
-        searcher = UDCSearch(dataset, budget_bytes, args.macs, udc, vanilla=vanilla, quiet=args.quiet)
+    searcher = entry.create(dataset, budget_bytes, args.mac_budget, entry.settings(config), quiet=args.quiet)
     out_dir = _out_dir(args, run["out"])
-    searcher.pretrained = cached_pretrain(
-        out_dir / "cache" / f"pretrain-udc-{settings_key(dataset.name, pretrain_key(udc))}.pt",
-        lambda: pretrain_state(dataset, udc, args.quiet))
+    searcher.pretrained = cached_pretrain(pretrain_path(out_dir, dataset.name, udc),
+                                          lambda: pretrain_state(dataset, udc, args.quiet))
     if args.processes > 1:
-        candidate, searched = search_in_processes(args.processes, dataset, budget_bytes, args.macs, udc, vanilla,
-                                                  args.quiet, searcher.pretrained)
+        candidate, searched = search_in_processes(args.processes, dataset, budget_bytes, args.mac_budget, udc,
+                                                  entry.options.get("vanilla", False), args.quiet, searcher.pretrained)
     else:
         candidate, searched = searcher.run(), searcher.searched
     directory = out_dir / "search" / candidate.name
@@ -265,7 +266,7 @@ def _search(args) -> int:
         searched.save(directory / "searched")
     meta = candidate.spec["meta"]
     cost = (f"size bound {meta['size_bits'] / 8:.0f} bytes of {budget_bytes:.0f}" if budget_bytes is not None
-            else f"{meta['macs']:.0f} MACs of {args.macs}")
+            else f"{meta['macs']:.0f} MACs of {args.mac_budget}")
     print(f"{candidate.name}: {cost}, constraint {'met' if meta['constraint_met'] else 'NOT MET'}"
           f"{' after repair' if meta.get('repair_moves') else ''}; float accuracy {100 * meta['accuracy_float']:.2f}%")
     print(f"deployed candidate: {directory / 'deployed'}" + (f"\nsearched candidate: {directory / 'searched'}"
@@ -459,8 +460,14 @@ def _tables(args) -> int:
     out_dir = _out_dir(args)
     with _open_store(args, out_dir) as store:
         rows = store.measurements()
+    computed, text = None, ""
+    if args.only in (None, "table2"):  # the search computes it (torch); the other tables read the store
+        from search.table2 import format_table2, table2
+
+        computed = table2(seed=args.seed)
+        text = format_table2(computed)
     written = []
-    for table in paper_tables(rows, seed=args.seed):
+    for table in paper_tables(rows, computed, text):
         if args.only in (None, table.name):
             print(table.markdown())
             written += table.write(out_dir / "tables")

@@ -2,7 +2,7 @@
 
 Every key is listed in ``SCHEMA`` with its type; an unknown section or key, or a value of the
 wrong type, is a UsageError naming it. ``[search]`` holds the uniform sweep's settings, ``[udc]``
-the searches' (every key of ``search.strategy.udc.UDC_QUICK``, checked there). Presets (``quick``,
+the searches' (every key of ``search.settings.UDC_QUICK``, checked there). Presets (``quick``,
 ``full``) fill the training and evaluation settings the file leaves out.
 """
 
@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 
 from harness.errors import UsageError
+from search.settings import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK, checked_settings, merged_settings
+from search.strategy import SEARCH_STRATEGIES
 
 _NUMBER = (int, float)
 SCHEMA: dict[str, dict[str, tuple]] = {
@@ -34,8 +36,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                 "accuracy_int8": (_NUMBER,), "alpha": (_NUMBER,)},
 }
 
-RUN_STRATEGIES = ("uniform", "udc", "dnas", "random", "zur", "unas", "neuralscale")
-PEER_SECTIONS = ("zur", "unas", "neuralscale")  # each peer strategy's own settings
+RUN_STRATEGIES = ("uniform", *SEARCH_STRATEGIES)
+PEER_SECTIONS = tuple(PEER_DEFAULTS)  # each peer strategy's own settings
 ABLATIONS = ("table3",)
 DEFAULTS: dict[str, dict] = {
     "run": {"target": "vela", "dataset": "fashion-mnist", "data_path": "", "out": "harness-out", "preset": "quick",
@@ -49,9 +51,9 @@ DEFAULTS: dict[str, dict] = {
     "udc": {},
     **{peer: {} for peer in PEER_SECTIONS},
 }
-FREE_SECTIONS = ("udc", *PEER_SECTIONS)  # keys checked by their owner (search.strategy)
+FREE_SECTIONS = ("udc", *PEER_SECTIONS)  # keys checked by their owner (search.settings)
 
-# Test images per preset; the training settings of a preset are the strategy's own (search.strategy).
+# Test images per preset; the training settings of a preset are the strategy's own (search.settings).
 PRESETS = {"quick": {"measure": {"eval_samples": 2000}}, "full": {"measure": {"eval_samples": 0}}}
 
 
@@ -64,9 +66,6 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     preset = overrides.get("run", {}).get("preset") or from_file.get("run", {}).get("preset") or DEFAULTS["run"]["preset"]
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    from search.strategy import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK
-    from search.strategy.udc import checked_settings, merged_settings
-
     config = copy.deepcopy(DEFAULTS)
     config["search"].update({"quick": QUICK, "full": FULL}[preset])
     for layer in (PRESETS[preset], from_file, overrides):

@@ -9,8 +9,6 @@ measurements (the store), so a killed run started again redoes only what is miss
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -21,13 +19,10 @@ from harness.config import parse_budget, target_options
 from harness.data import Dataset, load_dataset
 from harness.errors import HarnessError
 from harness.pipeline import Evaluation, Pipeline, elapsed, progress
+from harness.training_cache import cached_pretrain, pretrain_path, training_key
 from results.report import write_report
 from results.store import Store
 from targets import get_target
-
-
-def settings_key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, force: bool = False) -> tuple[int, list[dict], Path]:
@@ -68,13 +63,13 @@ def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, forc
 
 def candidate_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> list[tuple[Path, Callable]]:
     """(directory, make) per candidate of the run, in order; ``make`` trains only when called."""
-    from search.strategy import UniformCompression  # torch loads only when training is needed
+    from search.strategy.uniform import UniformCompression  # torch loads only when training is needed
 
     run = config["run"]
     jobs: list[tuple[Path, Callable]] = []
     if "uniform" in run["strategies"]:
         uniform = UniformCompression(dataset, quiet=quiet, **config["search"])
-        key = settings_key({"dataset": dataset.name, "search": config["search"]})
+        key = training_key({"dataset": dataset.name, "search": config["search"]})
         folded: list = []  # the pretrained supernet, made by the first candidate that needs it
 
         def make_uniform(bits: int, nonzero: float):
@@ -90,9 +85,11 @@ def candidate_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -
 
 
 def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> list[tuple[Path, Callable]]:
-    from search.strategy import UDCSearch, pretrain_key, pretrain_state, search_and_finetune
+    from search.strategy import STRATEGIES, search_and_finetune
     from search.strategy.ablation import TABLE3_ROWS, row_components, row_settings
-    from search.strategy.udc import searched_name
+    from search.strategy.emit import searched_name
+    from search.strategy.pretrain import pretrain_state
+    from search.strategy.udc import UDCSearch
 
     run, udc = config["run"], config["udc"]
     searching = any(s != "uniform" for s in run["strategies"]) or run["ablation"]
@@ -100,13 +97,10 @@ def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> l
     for budget in budgets:  # a budget outside the space fails now, not after an hour of training
         UDCSearch(dataset, budget_bytes=budget, settings=udc, quiet=True)
 
-    def settings_of(strategy: str) -> dict:
-        return {**udc, **config.get(strategy, {})}
-
-    pretrain_path = out_dir / "cache" / f"pretrain-udc-{settings_key(dataset.name, pretrain_key(udc))}.pt"
+    pretrained_path = pretrain_path(out_dir, dataset.name, udc)
 
     def pretrained():
-        return cached_pretrain(pretrain_path, lambda: pretrain_state(dataset, udc, quiet))
+        return cached_pretrain(pretrained_path, lambda: pretrain_state(dataset, udc, quiet))
 
     def make(strategy: str, budget: float, settings: dict, name: str, extra_meta: dict):
         candidate = search_and_finetune(dataset, strategy, budget_bytes=budget, settings=settings, quiet=quiet,
@@ -119,32 +113,18 @@ def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> l
     for budget in budgets:
         for strategy in (s for s in run["strategies"] if s != "uniform"):
             name = searched_name(strategy, udc["supernet"], budget, None)
-            settings = settings_of(strategy)
-            jobs.append((out_dir / "candidates" / settings_key(dataset.name, strategy, settings) / name,
+            settings = STRATEGIES[strategy].settings(config)
+            jobs.append((out_dir / "candidates" / training_key(dataset.name, strategy, settings) / name,
                          lambda s=strategy, b=budget, n=name, c=settings: make(s, b, c, n, {})))
         if run["ablation"] == "table3":
             for row in TABLE3_ROWS:
                 settings, vanilla = row_settings(row, udc)
                 name = searched_name(f"table3-{row}", udc["supernet"], budget, None)
                 meta = {"ablation": {"table": "table3", "row": row, **row_components(row)}}
-                jobs.append((out_dir / "candidates" / settings_key(dataset.name, "table3", settings) / name,
+                jobs.append((out_dir / "candidates" / training_key(dataset.name, "table3", settings) / name,
                              lambda s=settings, v=vanilla, b=budget, n=name, m=meta:
                              make("dnas" if v else "udc", b, s, n, m)))
     return jobs
-
-
-def cached_pretrain(path: Path, train: Callable):
-    """The state dict at ``path``, or ``train()``'s, saved there atomically."""
-    import torch
-
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    state = train()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    temporary.replace(path)
-    return state
 
 
 def _summary(record: dict, meta: dict) -> str:

@@ -140,13 +140,13 @@ def peer_table(name: str, title: str, dataset: str, cited: list[tuple[str, float
     return table
 
 
-def paper_tables(rows: list[dict], seed: int = 0) -> list[Table]:
-    from search.table2 import format_table2, table2
-
-    computed = table2(seed=seed)
-    second = Table("table2", "Table 2: L_E under Gumbel-softmax, projection and rejection sampling (computed)",
-                   list(computed[0]), [[str(v) for v in row.values()] for row in computed], body=format_table2(computed))
-    return [second, table3(rows), table4(rows),
+def paper_tables(rows: list[dict], table2: list[dict] | None = None, table2_text: str = "") -> list[Table]:
+    """Every table from the stored ``rows``; Table 2 is computed by the search (``search.table2``) and
+    handed in as its rows and its formatted text (left out when None)."""
+    second = [Table("table2", "Table 2: L_E under Gumbel-softmax, projection and rejection sampling (computed)",
+                    list(table2[0]), [[str(v) for v in row.values()] for row in table2], body=table2_text)
+              ] if table2 else []
+    return [*second, table3(rows), table4(rows),
             peer_table("table6", "Table 6: CIFAR100, compressed size vs accuracy", "cifar100", PAPER_TABLE6, rows,
                        "Make them with: `python -m harness run --dataset cifar100 --data-path DIR --budgets 553KB,705KB`"),
             peer_table("table7", "Table 7: ImageNet, compressed size vs accuracy", "imagenet", PAPER_TABLE7, rows,

@@ -4,7 +4,7 @@ import pytest
 
 from harness.cli import main
 from results.store import Store
-from search.strategy import UDC_QUICK
+from search.settings import UDC_QUICK
 from search.strategy.ablation import TABLE3_ROWS, row_components, row_settings
 from tests.test_run import TINY_SEARCH, _config
 

@@ -7,7 +7,7 @@ import pytest
 
 from harness.config import load_config, parse_budget
 from harness.errors import UsageError
-from search.strategy import UDC_FULL, UDC_QUICK
+from search.settings import UDC_FULL, UDC_QUICK
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -45,7 +45,7 @@ def test_readme_documents_every_udc_setting_with_its_default():
 
 
 def test_readme_documents_every_peer_setting_with_its_default():
-    from search.strategy import PEER_DEFAULTS
+    from search.settings import PEER_DEFAULTS
 
     block = README.read_text().split("### The seed peers")[1].split("```toml")[1].split("```")[0]
     documented = tomllib.loads(block)

@@ -5,7 +5,9 @@ import torch
 from harness.data import synthetic
 from search.space import make_supernet, magnitude_mask, quantize_offset
 from search.strategy.finetune import finetune, stage_lengths
-from search.strategy.udc import UDC_QUICK, finish_candidate, select_configuration
+from search.settings import UDC_QUICK
+from search.strategy.budget import select_configuration
+from search.strategy.emit import finish_candidate
 
 STEPS = {"finetune_steps": 30, "finetune_batch_size": 32}
 

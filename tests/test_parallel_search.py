@@ -7,9 +7,10 @@ import torch
 import torch.distributed as dist
 
 from harness.data import synthetic
-from search.strategy import pretrain_state
+from search.strategy.pretrain import pretrain_state
 from search.strategy.parallel import search_in_processes
-from search.strategy.udc import UDCSearch, merged_settings
+from search.settings import merged_settings
+from search.strategy.udc import UDCSearch
 from tests.test_udc_search import BUDGET_BYTES, TINY
 
 SETTINGS = {**TINY, "warmup_steps": 8, "search_steps": 48, "samples": 2, "finetune_steps": 16}

@@ -17,7 +17,8 @@ from harness.data import synthetic
 from search.cost import binary_entropy, layer_size_bits, relaxed_binary_entropy
 from search.relaxation import project
 from search.space import Add, GlobalAveragePool, SearchableDense, SearchableLayer, quantize
-from search.strategy.udc import BudgetWarning, UDCSearch, select_configuration
+from search.strategy.budget import BudgetWarning, select_configuration
+from search.strategy.udc import UDCSearch
 
 
 def entropy_bits(s: float) -> float:

@@ -3,6 +3,7 @@ for every table whose runs are missing."""
 
 from results.tables import PAPER_TABLE3, paper_tables, table3, table4
 from search.strategy.ablation import TABLE3_ROWS
+from search.table2 import format_table2, table2
 from tests.test_report import _searched_row
 
 
@@ -23,7 +24,8 @@ def test_table3_lists_ablation_rows_in_the_papers_order_beside_its_numbers():
 
 
 def test_missing_runs_name_the_command_and_cited_rows_stay_marked(tmp_path):
-    tables = {t.name: t for t in paper_tables([], seed=0)}
+    computed = table2(seed=0)
+    tables = {t.name: t for t in paper_tables([], computed, format_table2(computed))}
     assert "python -m harness run --ablation table3" in tables["table3"].markdown()
     assert "python -m harness run --dataset cifar100" in tables["table6"].markdown()
     assert all(row[1].startswith("cited:") for row in tables["table6"].rows)

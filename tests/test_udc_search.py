@@ -9,9 +9,11 @@ from harness.candidate import Candidate, layer_shapes
 from harness.data import synthetic
 from harness.errors import UsageError
 from search.space import GraphNet, SearchableConv2d, SearchableDense, SearchableLayer, make_supernet, to_candidate
-from search.strategy import BudgetWarning, UDCSearch, search_and_finetune
+from search.strategy import search_and_finetune
+from search.strategy.budget import BudgetWarning
+from search.strategy.udc import UDCSearch
 from search.strategy.random_search import RandomSearch
-from search.strategy.udc import searched_candidate
+from search.strategy.emit import searched_candidate
 
 TINY = {"pretrain_epochs": 2, "pretrain_batch_size": 32, "warmup_steps": 16, "search_steps": 160, "batch_size": 16,
         "finetune_steps": 32, "finetune_batch_size": 32}

@@ -5,7 +5,8 @@ from harness import candidate as candidate_io
 from harness.data import synthetic
 from harness.errors import UsageError
 from search.space import build_torch, kept_count
-from search.strategy import FULL, QUICK, UniformCompression, candidate_name, evaluate
+from search.settings import FULL, QUICK
+from search.strategy.uniform import UniformCompression, candidate_name, evaluate
 
 TINY = {"pretrain_epochs": 3, "finetune_steps": 24, "batch_size": 32, "finetune_batch_size": 32, "lr": 4e-3,
         "finetune_lr": 2e-2}

@@ -1,47 +1,77 @@
-"""Search strategies: how per-layer decisions are made. A strategy sees costs only through
-``search.cost`` and networks only through ``search.space``.
+"""Search strategies: how per-layer decisions are made, and the one registry of them.
 
-``uniform``: the same (bits, nonzero) in every layer. ``udc``: the UDC search (and vanilla DNAS as
-its setting). ``random_search``: the random-search baseline. ``finetune``: the three-stage
-finetuning they share. The seed peers on the same space: ``zur`` (score-function gradient over
-configurations, BOPs), ``unas`` (latency hinge from a Vela cost table), ``neuralscale`` (power-law
-filter scaling).
+A strategy sees costs only through ``search.cost`` and networks only through ``search.space``. Every
+search strategy implements ``search.strategy.base.Strategy`` (``run()`` returns the finetuned
+candidate). ``uniform`` is not a search: it gives every layer the same (bits, nonzero) choice
+(``search.strategy.uniform``), and ``finetune`` is the three-stage finetuning they share.
+
+``STRATEGIES`` names each search with what it is, the class that runs it and the config section of its
+own settings. This module imports no torch: the CLI lists and checks strategies without loading one;
+``create`` imports the class it is asked for.
 """
 
 from __future__ import annotations
 
-from harness.candidate import Candidate
-from harness.data import Dataset
+import importlib
+from dataclasses import dataclass, field
+
 from harness.errors import UsageError
-from search.strategy.neuralscale import NEURALSCALE_DEFAULTS, NeuralScaleSearch
-from search.strategy.random_search import RandomSearch
-from search.strategy.udc import (DNAS_SETTINGS, UDC_FULL, UDC_QUICK, BudgetWarning, UDCSearch, pretrain_key,
-                                 pretrain_state)
-from search.strategy.unas import UNAS_DEFAULTS, UNASSearch
-from search.strategy.uniform import FULL, QUICK, UniformCompression, candidate_name, evaluate
-from search.strategy.zur import ZUR_DEFAULTS, ZurSearch
-
-# The seed peers, each a search on the same space, cost and finetuning, with settings of its own.
-PEERS = {"zur": ZurSearch, "unas": UNASSearch, "neuralscale": NeuralScaleSearch}
-PEER_DEFAULTS = {"zur": ZUR_DEFAULTS, "unas": UNAS_DEFAULTS, "neuralscale": NEURALSCALE_DEFAULTS}
-SEARCH_STRATEGIES = ("udc", "dnas", "random", *PEERS)
-
-__all__ = ["FULL", "QUICK", "UDC_FULL", "UDC_QUICK", "DNAS_SETTINGS", "PEERS", "PEER_DEFAULTS", "SEARCH_STRATEGIES",
-           "BudgetWarning",
-           "RandomSearch", "UDCSearch", "UniformCompression", "candidate_name", "evaluate", "pretrain_key", "pretrain_state",
-           "search_and_finetune"]
 
 
-def search_and_finetune(dataset: Dataset, strategy: str, budget_bytes: float | None = None, macs: int | None = None,
-                        settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None) -> Candidate:
+@dataclass(frozen=True)
+class StrategyEntry:
+    """One search strategy: ``factory`` is ``module:Class``; ``options`` are the class's keyword
+    arguments that make this strategy of it (vanilla DNAS is UDC with ``vanilla=True``); ``section`` is
+    the config section of its own settings, merged over ``[udc]``; ``processes`` tells whether its
+    Monte-Carlo samples can be spread over processes."""
+
+    name: str
+    description: str
+    factory: str
+    section: str | None = None
+    options: dict = field(default_factory=dict)
+    processes: bool = False
+
+    def load(self):
+        module, _, attribute = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def settings(self, config: dict) -> dict:
+        """The strategy's settings from a loaded config: ``[udc]``, with its own section on top."""
+        return {**config["udc"], **(config.get(self.section) or {} if self.section else {})}
+
+    def create(self, dataset, budget_bytes: float | None = None, macs: int | None = None,
+               settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None):
+        """The strategy, ready to ``run()``, under a size budget in bytes or a MAC budget."""
+        return self.load()(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **self.options)
+
+
+STRATEGIES: dict[str, StrategyEntry] = {entry.name: entry for entry in (
+    StrategyEntry("udc", "UDC: joint differentiable search of width, bits, sparsity and depth under a hard budget",
+                  "search.strategy.udc:UDCSearch", processes=True),
+    StrategyEntry("dnas", "vanilla DNAS: the penalty on the expected size under pi, plain Gumbel-softmax",
+                  "search.strategy.udc:UDCSearch", options={"vanilla": True}, processes=True),
+    StrategyEntry("random", "random search: configurations drawn under the budget, the best on validation kept",
+                  "search.strategy.random_search:RandomSearch"),
+    StrategyEntry("zur", "Zur et al.: score-function gradients over sampled configurations, BOPs budget",
+                  "search.strategy.zur:ZurSearch", section="zur"),
+    StrategyEntry("unas", "UNAS: a latency hinge from a per-layer Vela cycle table",
+                  "search.strategy.unas:UNASSearch", section="unas"),
+    StrategyEntry("neuralscale", "NeuralScale: power-law filter scaling fitted along a pruning descent",
+                  "search.strategy.neuralscale:NeuralScaleSearch", section="neuralscale"),
+)}
+SEARCH_STRATEGIES = tuple(STRATEGIES)
+
+
+def strategy_entry(name: str) -> StrategyEntry:
+    if name not in STRATEGIES:
+        raise UsageError(f"unknown search strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def search_and_finetune(dataset, strategy: str, budget_bytes: float | None = None, macs: int | None = None,
+                        settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None):
     """Search a configuration under the budget (bytes of compressed weights, or MACs), finetune it and
-    return its candidate. ``settings`` override ``UDC_QUICK``; "dnas" forces ``DNAS_SETTINGS``;
-    ``pretrained`` (from ``pretrain_state``) skips the pretraining."""
-    if strategy == "random":
-        return RandomSearch(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained).run()
-    if strategy in PEERS:
-        return PEERS[strategy](dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained).run()
-    if strategy in ("udc", "dnas"):
-        return UDCSearch(dataset, budget_bytes, macs, settings, vanilla=strategy == "dnas", quiet=quiet,
-                         pretrained=pretrained).run()
-    raise UsageError(f"unknown search strategy {strategy!r}; choose one of {', '.join(SEARCH_STRATEGIES)}")
+    return its candidate. ``settings`` override ``UDC_QUICK``; ``pretrained`` (from ``pretrain_state``)
+    skips the pretraining."""
+    return strategy_entry(strategy).create(dataset, budget_bytes, macs, settings, quiet, pretrained).run()

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from harness.errors import UsageError
 from search.relaxation import Decision
 from search.space import GraphNet, SearchableLayer, kept_count
-from search.strategy.udc import UDCSearch, select_configuration
+from search.settings import NEURALSCALE_DEFAULTS
+from search.strategy.budget import select_configuration
+from search.strategy.udc import UDCSearch
 from search.strategy.uniform import training_batches
 from search.strategy.zur import FILTER_GRID, grid_width
 
-NEURALSCALE_DEFAULTS = {"neuralscale_iterations": 1, "neuralscale_batches": 8, "neuralscale_train_steps": 100,
-                        "neuralscale_eta": 0.5}
 DESCENT_POINTS = 24  # tau values sampled along the descent for the fit
 
 

@@ -17,7 +17,9 @@ from harness import candidate as candidate_io
 from harness.candidate import Candidate
 from harness.data import Dataset
 from harness.errors import UsageError
-from search.strategy.udc import UDCSearch, merged_settings, pretrain_state
+from search.settings import merged_settings
+from search.strategy.pretrain import pretrain_state
+from search.strategy.udc import UDCSearch
 
 
 def search_in_processes(processes: int, dataset: Dataset, budget_bytes: float | None = None, macs: int | None = None,

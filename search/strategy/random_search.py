@@ -18,9 +18,9 @@ from harness.errors import UsageError
 from search.space import GraphNet, SearchableLayer
 from search.strategy.finetune import finetune
 from search.strategy.uniform import evaluate
-from search.strategy.udc import (
-    Budget, UDCSearch, budget_meta, cheaper, finish_candidate, searched_candidate, select_configuration,
-)
+from search.strategy.budget import Budget, cheaper, select_configuration
+from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
+from search.strategy.udc import UDCSearch
 
 
 def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generator) -> dict:

@@ -11,7 +11,6 @@ checked exactly against the budget, finetuned in three stages and emitted as a c
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 
@@ -25,216 +24,19 @@ from harness.data import Dataset
 from harness.errors import UsageError
 from search import cost
 from search.relaxation import Decision, exponential, linear, mixed_sample, project, ste_top_kappa
-from search.space import Add, GraphNet, SearchableLayer, build_torch, make_supernet, to_candidate
-from search.strategy.finetune import finetune
-from search.strategy.uniform import MASK_INTERVAL, UniformCompression, evaluate, scaled_lr_groups, training_batches
+from search.settings import DNAS_SETTINGS, UDC_QUICK, merged_settings
+from search.space import Add, GraphNet, SearchableLayer, make_supernet
+from search.strategy.base import Strategy
+from search.strategy.budget import (Budget, BudgetWarning, cheaper, extreme_configuration, select_configuration,
+                                    shared_width_options)
+from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
+from search.strategy.pretrain import pretrain_state
+from search.strategy.uniform import MASK_INTERVAL, scaled_lr_groups, training_batches
 
-# Step counts are for one MC sample: with S samples the search runs search_steps / S steps of
-# S * batch_size images, so S changes how the data is used, not how much.
-# UDC_QUICK: Fashion-MNIST, MBV2-style supernet, 2 CPU cores, about 2-3 minutes. The short schedule
-# needs a faster pi than the paper's 1e-3 to move the argmax at all.
-UDC_QUICK = {
-    "supernet": "mbv2", "bit_options": [8, 6, 4, 3, 2], "nonzero_options": [1.0, 0.7, 0.5, 0.35, 0.2],
-    "width_options": [1.0, 0.75, 0.5, 0.25], "search_depth": True,
-    "pretrain_epochs": 0.5, "pretrain_lr": 4e-3, "pretrain_batch_size": 128,
-    "warmup_steps": 160, "search_steps": 480, "batch_size": 64, "samples": 2,
-    "theta_lr": 1e-2, "pi_lr": 0.1, "size_weight": 20.0,
-    "tau": [0.66, 0.1], "xi": [0.1, 1.0], "vartheta": [0.0, 0.5],
-    "projection": True, "rejection": True, "size_estimate": "samples",
-    "kappa_bits": 2, "kappa_nonzero": 2, "kappa_width": None,
-    "finetune_steps": 480, "finetune_batch_size": 64, "finetune_lr": 2e-2, "stage_fractions": [0.35, 0.4, 0.25],
-    "quant_noise": 0.5, "qhat": True, "compare_number_format": True, "seed": 0,
-    "lambda_sweep": [], "repair": True, "random_trials": 4, "validation_images": 2000,
-}
-UDC_FULL = {
-    **UDC_QUICK, "pretrain_epochs": 15, "warmup_steps": 4000, "search_steps": 16000, "samples": 4,
-    "pi_lr": 1e-3, "finetune_steps": 12000, "finetune_lr": 1e-2,
-}
-# Vanilla DNAS (eq. 6): the penalty on the size at the expected options under pi, plain Gumbel-softmax.
-DNAS_SETTINGS = {"projection": False, "rejection": False, "size_estimate": "expected"}
-SIZE_ESTIMATES = ("samples", "expected")
 OP_OPTIONS = (1.0, 0.0)  # block kept, identity: the expected option is the block's gate
 
 
-class BudgetWarning(UserWarning):
-    """The searched configuration misses its budget, or the budget does not constrain the space."""
-
-
-def merged_settings(settings: dict | None, base: dict = UDC_QUICK) -> dict:
-    """``base`` updated with ``settings``; unknown names, wrong types and inconsistent schedules are
-    UsageErrors naming the setting."""
-    merged = checked_settings(settings, base)
-    _check_consistency(merged)
-    return merged
-
-
-def checked_settings(settings: dict | None, base: dict) -> dict:
-    """``base`` updated with ``settings`` after checking every name is known and every type matches."""
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(base))
-    if unknown:
-        raise UsageError(f"unknown search setting(s) {', '.join(unknown)}; known: {', '.join(sorted(base))}")
-    for key, value in settings.items():
-        if not _same_kind(key, value, base[key]):
-            raise UsageError(f"search setting {key} = {value!r} has the wrong type; expected one like {base[key]!r}")
-    return {**base, **settings}
-
-
-def _same_kind(key: str, value, default) -> bool:
-    if key.startswith("kappa_"):  # None means "all options"
-        return value is None or (isinstance(value, int) and not isinstance(value, bool))
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
-    if isinstance(default, list):
-        return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    return isinstance(value, type(default))
-
-
-def _check_consistency(s: dict) -> None:
-    def fail(message: str):
-        raise UsageError(f"inconsistent search settings: {message}")
-
-    if s["samples"] < 1 or s["search_steps"] < s["samples"]:
-        fail(f"samples must be >= 1 and <= search_steps, got samples={s['samples']}, search_steps={s['search_steps']}")
-    if s["warmup_steps"] < 0 or s["finetune_steps"] < 1:
-        fail("warmup_steps must be >= 0 and finetune_steps >= 1")
-    if s["size_estimate"] not in SIZE_ESTIMATES:
-        fail(f"size_estimate must be one of {', '.join(SIZE_ESTIMATES)}, got {s['size_estimate']!r}")
-    bad_bits = [b for b in s["bit_options"] if not (isinstance(b, int) and 1 <= b <= 8)]
-    if bad_bits or not s["bit_options"]:
-        fail(f"bit_options must be integers in 1..8 (Ethos-U deploys int8), got {s['bit_options']}")
-    for key in ("nonzero_options", "width_options"):
-        if not s[key] or any(not 0.0 < v <= 1.0 for v in s[key]) or 1.0 not in s[key]:
-            fail(f"{key} must be fractions in (0, 1] including 1.0, got {s[key]}")
-    schedules = {"tau": (0.0, None), "xi": (0.0, 1.0), "vartheta": (0.0, 1.0)}
-    for key, (low, high) in schedules.items():
-        values = s[key]
-        if len(values) != 2 or any(v < low or (high is not None and v > high) for v in values):
-            fail(f"{key} is a [start, end] schedule with values in [{low}, {high if high is not None else 'inf'}], "
-                 f"got {values}")
-    if min(s["tau"]) <= 0.0 or s["tau"][1] > s["tau"][0]:
-        fail(f"tau must anneal downwards from a positive start, got {s['tau']}")
-    if s["vartheta"][0] >= 1.0 or s["vartheta"][1] >= 1.0:
-        fail(f"vartheta must stay below 1 (at 1 every sample is rejection-sampled), got {s['vartheta']}")
-    fractions = s["stage_fractions"]
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        fail(f"stage_fractions are three non-negative fractions summing to 1, got {fractions}")
-    if any(w <= 0 for w in s["lambda_sweep"]) or s["size_weight"] <= 0:
-        fail(f"size_weight and every lambda_sweep value must be positive, got {s['size_weight']}, {s['lambda_sweep']}")
-    for kind in ("bits", "nonzero", "width"):
-        kappa = s[f"kappa_{kind}"]
-        if kappa is not None and kappa < 1:
-            fail(f"kappa_{kind} must be >= 1 (or absent for all options), got {kappa}")
-    if s["random_trials"] < 1:
-        fail(f"random_trials must be >= 1, got {s['random_trials']}")
-    if not 0.0 <= s["quant_noise"] <= 1.0:
-        fail(f"quant_noise is a probability, got {s['quant_noise']}")
-
-
-# ---------------------------------------------------------------- budgets and exact costs
-
-
-class Budget:
-    """A hard budget on the compressed size (bits) or on MACs, with exact and relaxed costs of a supernet."""
-
-    def __init__(self, model: GraphNet, budget_bytes: float | None, macs: int | None):
-        if (budget_bytes is None) == (macs is None):
-            raise UsageError("give exactly one budget: a size in bytes or a MAC count")
-        if (budget_bytes if macs is None else macs) <= 0:
-            raise UsageError("the budget must be positive")
-        self.kind = "size" if macs is None else "macs"
-        self.target = 8.0 * budget_bytes if self.kind == "size" else float(macs)
-        self.budget_bytes, self.macs = budget_bytes, macs
-        self.sizes = model.output_sizes()
-
-    def describe(self, value: float) -> str:
-        return f"{value / 8:.0f} bytes" if self.kind == "size" else f"{value:.0f} MACs"
-
-    def layer_cost(self, layer: SearchableLayer, name: str, kept_in: int) -> float:
-        """The exact cost of a layer at its selected options, reading ``kept_in`` channels."""
-        kept_out = kept_in if layer.op == "dwconv" else layer.kept_out_channels()
-        height, width = self.sizes[name]
-        if self.kind == "macs":
-            return cost.layer_macs(layer.op, getattr(layer, "kernel", 1), kept_in, kept_out, height, width)
-        per_output = layer.theta[0].numel() * (1 if layer.op == "dwconv" else kept_in / layer.in_channels)
-        return cost.layer_size_bits(round(kept_out * per_output), layer.nonzero, layer.bits or 32)
-
-    def exact(self, model: GraphNet) -> float:
-        """The cost of the selected configuration (skipped blocks cost nothing)."""
-        kept = {"input": model.input_shape[2]}
-        inactive, total = model.inactive_layers(), 0.0
-        for name, layer in model.layers.items():
-            source = model.sources[name][0]
-            if name in inactive:
-                continue
-            if isinstance(layer, SearchableLayer):
-                total += self.layer_cost(layer, name, kept[source])
-                kept[name] = kept[source] if layer.op == "dwconv" else layer.kept_out_channels()
-            else:
-                kept[name] = kept[source]
-        return total
-
-    def full_macs(self, layer: SearchableLayer, name: str) -> int:
-        height, width = self.sizes[name]
-        return cost.layer_macs(layer.op, getattr(layer, "kernel", 1), layer.in_channels, layer.out_channels,
-                               height, width)
-
-
-def select_configuration(model: GraphNet, config: dict) -> None:
-    """Select ``config`` = {"layers": {name: {bits, nonzero, width}}, "skipped": [block, ...]}."""
-    for name, choice in config["layers"].items():
-        model.layers[name].select(**choice)
-    for block in model.blocks:
-        model.skip_block(block, block in config["skipped"])
-
-
-def extreme_configuration(model: GraphNet, budget: Budget, smallest: bool) -> dict:
-    """The smallest (every width at its minimum, every block skipped, the cheapest bits and sparsity) or
-    largest configuration of the space; the cost is monotone in every option, so it is the extreme."""
-    pick = min if smallest else max
-    layers = {}
-    for name, layer in model.layers.items():
-        if not isinstance(layer, SearchableLayer):
-            continue
-        if budget.kind == "size":
-            bits, nonzero = pick(((b, s) for b in layer.bit_options for s in layer.nonzero_options),
-                                 key=lambda o: cost.layer_size_bits(1, o[1], o[0]))
-        else:
-            bits, nonzero = layer.bit_options[0], 1.0
-        layers[name] = {"bits": bits, "nonzero": nonzero, "width": pick(layer.width_options)}
-    return {"layers": layers, "skipped": list(model.blocks) if smallest else []}
-
-
-def _shared_width_options(model: GraphNet, keys: dict) -> dict[str, tuple[float, ...]]:
-    options = {}
-    for name, layer in model.layers.items():
-        key = keys[name]
-        if isinstance(layer, SearchableLayer) and key is not None:
-            if options.setdefault(key, layer.width_options) != layer.width_options:
-                raise ValueError(f"{name}: width options {layer.width_options} differ from its group's {options[key]}")
-    return options
-
-
-# ---------------------------------------------------------------- the search
-
-
-def pretrain_key(settings: dict) -> dict:
-    """The settings the pretrained supernet depends on: a cache key for ``pretrain_state``."""
-    keys = ("supernet", "bit_options", "nonzero_options", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "seed")
-    return {key: settings[key] for key in keys}
-
-
-def pretrain_state(dataset: Dataset, settings: dict, quiet: bool = False) -> dict[str, torch.Tensor]:
-    """The float supernet trained with BatchNorm, folded: where every search starts."""
-    s = settings
-    return UniformCompression(
-        dataset, s["supernet"], bits=s["bit_options"], nonzero=s["nonzero_options"], pretrain_epochs=s["pretrain_epochs"],
-        batch_size=s["pretrain_batch_size"], lr=s["pretrain_lr"], seed=s["seed"], quiet=quiet).pretrain()
-
-
-class UDCSearch:
+class UDCSearch(Strategy):
     """UDC (or vanilla DNAS with ``vanilla=True``) under a size budget in bytes or a MAC budget.
 
     ``run()`` pretrains (unless given ``pretrained``, a state from ``pretrain_state``), searches,
@@ -303,7 +105,7 @@ class UDCSearch:
 
     def _build_decisions(self, model: GraphNet) -> None:
         self.width_keys = model.width_keys()
-        width_options = _shared_width_options(model, self.width_keys)
+        width_options = shared_width_options(model, self.width_keys)
         decisions = {}
         for name, layer in model.layers.items():
             if isinstance(layer, SearchableLayer):
@@ -588,83 +390,3 @@ class UDCSearch:
         self.timings["finetune_s"] = time.perf_counter() - started
         candidate.spec["meta"]["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
         return candidate
-
-
-def cheaper(config: dict, key: str, options: tuple, width_keys: dict, up: bool = False
-            ) -> tuple[float, float, dict] | None:
-    """(from, to, ``config`` with decision ``key`` moved one of its ``options`` towards the cheap end, or
-    the costly end with ``up``), or None at that end. Keys: ``layer:bits``, ``layer:nonzero``,
-    ``group:width``, ``block:op``."""
-    target, axis = key.rsplit(":", 1)
-    if axis == "op":
-        if (target in config["skipped"]) != up:
-            return None
-        skipped = [b for b in config["skipped"] if b != target] if up else [*config["skipped"], target]
-        return (0.0, 1.0, {**config, "skipped": skipped}) if up else (1.0, 0.0, {**config, "skipped": skipped})
-    names = [n for n, key_of in width_keys.items() if key_of == target and n in config["layers"]] \
-        if axis == "width" else [target]
-    current = config["layers"][names[0]][axis]
-    further = [o for o in options if (o > current if up else o < current)]
-    if not further:
-        return None
-    option = min(further) if up else max(further)
-    layers = {**config["layers"], **{n: {**config["layers"][n], axis: option} for n in names}}
-    return current, option, {**config, "layers": layers}
-
-
-def searched_name(strategy: str, supernet: str, budget_bytes: float | None, macs: int | None) -> str:
-    """e.g. ``udc-mbv2-24kB`` or ``udc-mbv2-2000000macs``."""
-    return f"{strategy}-{supernet}-" + (f"{budget_bytes / 1000:g}kB" if budget_bytes is not None else f"{macs}macs")
-
-
-def budget_meta(budget: Budget, exact: float, met: bool) -> dict:
-    """``size_bits``/``macs``: the exact cost of the emitted configuration."""
-    return {"budget_bytes": budget.budget_bytes, "budget_macs": budget.macs, "constraint_met": met,
-            "size_bits" if budget.kind == "size" else "macs": exact}
-
-
-def decisions_meta(model: GraphNet) -> dict:
-    inactive = model.inactive_layers()
-    return {name: {"bits": layer.bits, "nonzero": layer.nonzero, "width": layer.width,
-                   "op": "identity" if name in inactive else layer.op}
-            for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
-
-
-def searched_candidate(model: GraphNet, settings: dict, meta: dict) -> Candidate | None:
-    """The configuration as searched, before finetuning (weights Q(theta) * m at the selected options);
-    None where a layer's search-time range leaves no nonzero weight, which finetuning repairs."""
-    name = searched_name(meta["strategy"], settings["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
-    model = copy.deepcopy(model)
-    model.refresh_masks()
-    try:
-        return to_candidate(model, f"{name}-searched", {**meta, "stage": "searched", "decisions": decisions_meta(model)})
-    except ValueError:
-        return None
-
-
-def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: bool, meta: dict) -> Candidate:
-    """Finetune the selected configuration in three stages and emit it; with ``compare_number_format`` a copy
-    is also finetuned with the other number format, for the weight-norm comparison of Fig. 3."""
-    s = settings
-
-    def tune(network: GraphNet, qhat: bool) -> dict:
-        return finetune(network, dataset, s["finetune_steps"], s["finetune_batch_size"], s["finetune_lr"],
-                        s["stage_fractions"], s["quant_noise"], qhat, s["seed"], quiet,
-                        f"finetune ({'Q-hat' if qhat else 'Q'})")
-
-    other = copy.deepcopy(model) if s["compare_number_format"] else None
-    norms = tune(model, s["qhat"])
-    label = "qhat" if s["qhat"] else "plain"
-    weight_norm = {"before": norms["before"], f"after_{label}": norms["after"], f"trajectory_{label}": norms["trajectory"]}
-    if other is not None:
-        other_label = "plain" if s["qhat"] else "qhat"
-        other_norms = tune(other, not s["qhat"])
-        weight_norm.update({f"after_{other_label}": other_norms["after"],
-                            f"trajectory_{other_label}": other_norms["trajectory"],
-                            f"accuracy_{other_label}": evaluate(other, dataset.x_test, dataset.y_test)})
-    name = searched_name(meta["strategy"], s["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
-    full_meta = {**meta, "supernet": s["supernet"], "dataset": dataset.name, "decisions": decisions_meta(model),
-                 "weight_norm": weight_norm, "search": dict(s)}
-    candidate = to_candidate(model, name, full_meta)
-    candidate.spec["meta"]["accuracy_float"] = evaluate(build_torch(candidate), dataset.x_test, dataset.y_test)
-    return candidate

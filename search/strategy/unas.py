@@ -21,10 +21,10 @@ from harness.data import Dataset
 from search import cost
 from search.relaxation import linear
 from search.space import Add, GraphNet, SearchableLayer
-from search.strategy.udc import UDCSearch, select_configuration
+from search.settings import UNAS_DEFAULTS
+from search.strategy.budget import select_configuration
+from search.strategy.udc import UDCSearch
 
-UNAS_DEFAULTS = {"unas_latency_fraction": 0.7, "unas_latency_cycles": 0, "unas_lambda_latency": 2.0,
-                 "unas_skip_dropout": 0.2}
 
 
 def hinge_penalty(values, target: float):

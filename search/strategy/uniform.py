@@ -18,17 +18,11 @@ from tqdm import tqdm
 from harness.candidate import Candidate
 from harness.data import Dataset
 from harness.errors import UsageError
+from search.settings import QUICK
 from search.space import SUPERNETS, GraphNet, build_torch, make_supernet, to_candidate
 
 MASK_INTERVAL = 16  # steps between magnitude-mask updates (paper 001, Alg. 2 line 4)
 
-# ``lr`` is Adam's peak rate for pretraining (one-cycle schedule); ``finetune_lr`` is relative: each
-# layer's Adam rate is finetune_lr * RMS(theta), cosine-decayed to 0 (see scaled_lr_groups).
-# QUICK: Fashion-MNIST, MBV2-style supernet, 2 CPU cores: pretraining + 9 candidates in about 4 minutes.
-QUICK = {"pretrain_epochs": 2, "finetune_steps": 360, "batch_size": 128, "finetune_batch_size": 32, "lr": 4e-3,
-         "finetune_lr": 3e-2, "anneal_fraction": 0.5}
-FULL = {"pretrain_epochs": 15, "finetune_steps": 3000, "batch_size": 128, "finetune_batch_size": 64, "lr": 4e-3,
-        "finetune_lr": 1e-2, "anneal_fraction": 0.5}
 
 
 def candidate_name(supernet: str, bits: int, nonzero: float) -> str:

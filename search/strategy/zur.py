@@ -23,11 +23,12 @@ from tqdm import tqdm
 from search import cost
 from search.relaxation import Decision
 from search.space import GraphNet, SearchableLayer, kept_count
-from search.strategy.udc import UDCSearch, select_configuration
+from search.settings import ZUR_DEFAULTS
+from search.strategy.budget import select_configuration
+from search.strategy.udc import UDCSearch
 from search.strategy.uniform import scaled_lr_groups, training_batches
 
 FILTER_GRID = 16  # kept filters are rounded up to sixteenths of a layer (the width options)
-ZUR_DEFAULTS = {"zur_configurations": 4, "zur_lambda": 2.0, "zur_alpha_lr": 0.05, "weight_reset": False}
 ACTIVATION_BITS = 8  # Ethos-U55 runs int8 activations
 
 

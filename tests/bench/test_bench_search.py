@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 from harness.data import synthetic
 from search.space import make_supernet
-from search.strategy import UDCSearch, pretrain_state
-from search.strategy.udc import merged_settings
+from search.settings import merged_settings
+from search.strategy.pretrain import pretrain_state
+from search.strategy.udc import UDCSearch
 from tests.bench.goals import assert_goal
 
 STEPS = 10

@@ -1,0 +1,71 @@
+"""What a search emits: the candidate's name, the budget and decision figures it records, and the
+finished candidate (three-stage finetuning, then the candidate contract)."""
+
+from __future__ import annotations
+
+import copy
+
+from harness.candidate import Candidate
+from harness.data import Dataset
+from search.space import GraphNet, SearchableLayer, build_torch, to_candidate
+from search.strategy.budget import Budget
+from search.strategy.finetune import finetune
+from search.strategy.uniform import evaluate
+
+
+def searched_name(strategy: str, supernet: str, budget_bytes: float | None, macs: int | None) -> str:
+    """e.g. ``udc-mbv2-24kB`` or ``udc-mbv2-2000000macs``."""
+    return f"{strategy}-{supernet}-" + (f"{budget_bytes / 1000:g}kB" if budget_bytes is not None else f"{macs}macs")
+
+
+def budget_meta(budget: Budget, exact: float, met: bool) -> dict:
+    """``size_bits``/``macs``: the exact cost of the emitted configuration."""
+    return {"budget_bytes": budget.budget_bytes, "budget_macs": budget.macs, "constraint_met": met,
+            "size_bits" if budget.kind == "size" else "macs": exact}
+
+
+def decisions_meta(model: GraphNet) -> dict:
+    inactive = model.inactive_layers()
+    return {name: {"bits": layer.bits, "nonzero": layer.nonzero, "width": layer.width,
+                   "op": "identity" if name in inactive else layer.op}
+            for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
+
+
+def searched_candidate(model: GraphNet, settings: dict, meta: dict) -> Candidate | None:
+    """The configuration as searched, before finetuning (weights Q(theta) * m at the selected options);
+    None where a layer's search-time range leaves no nonzero weight, which finetuning repairs."""
+    name = searched_name(meta["strategy"], settings["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
+    model = copy.deepcopy(model)
+    model.refresh_masks()
+    try:
+        return to_candidate(model, f"{name}-searched", {**meta, "stage": "searched", "decisions": decisions_meta(model)})
+    except ValueError:
+        return None
+
+
+def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: bool, meta: dict) -> Candidate:
+    """Finetune the selected configuration in three stages and emit it; with ``compare_number_format`` a copy
+    is also finetuned with the other number format, for the weight-norm comparison of Fig. 3."""
+    s = settings
+
+    def tune(network: GraphNet, qhat: bool) -> dict:
+        return finetune(network, dataset, s["finetune_steps"], s["finetune_batch_size"], s["finetune_lr"],
+                        s["stage_fractions"], s["quant_noise"], qhat, s["seed"], quiet,
+                        f"finetune ({'Q-hat' if qhat else 'Q'})")
+
+    other = copy.deepcopy(model) if s["compare_number_format"] else None
+    norms = tune(model, s["qhat"])
+    label = "qhat" if s["qhat"] else "plain"
+    weight_norm = {"before": norms["before"], f"after_{label}": norms["after"], f"trajectory_{label}": norms["trajectory"]}
+    if other is not None:
+        other_label = "plain" if s["qhat"] else "qhat"
+        other_norms = tune(other, not s["qhat"])
+        weight_norm.update({f"after_{other_label}": other_norms["after"],
+                            f"trajectory_{other_label}": other_norms["trajectory"],
+                            f"accuracy_{other_label}": evaluate(other, dataset.x_test, dataset.y_test)})
+    name = searched_name(meta["strategy"], s["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
+    full_meta = {**meta, "supernet": s["supernet"], "dataset": dataset.name, "decisions": decisions_meta(model),
+                 "weight_norm": weight_norm, "search": dict(s)}
+    candidate = to_candidate(model, name, full_meta)
+    candidate.spec["meta"]["accuracy_float"] = evaluate(build_torch(candidate), dataset.x_test, dataset.y_test)
+    return candidate
