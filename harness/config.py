@@ -9,11 +9,11 @@ the searches' (every key of ``search.settings.UDC_QUICK``, checked there). Prese
 from __future__ import annotations
 
 import copy
-import re
 import tomllib
 from pathlib import Path
 
-from harness.errors import UsageError
+from core.errors import UsageError
+from core.units import parse_budget
 from search.settings import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK, checked_settings, merged_settings
 from search.strategy import SEARCH_STRATEGIES
 
@@ -89,23 +89,6 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 KERNELS = ("cmsis_nn", "reference")
 
 
-def target_options(config: dict, name: str | None = None) -> dict:
-    """The constructor options of target ``name`` (default: the run's) from [vela], [firmware] and [board];
-    an empty value is left out, so the target falls back to its environment variable."""
-    name = name or config["run"]["target"]
-    vela = {key: value for key, value in config["vela"].items() if value}
-    firmware, board = config["firmware"], config["board"]
-    if name == "qemu-an547":
-        return {"tflm_root": firmware["tflm_root"] or None, "kernels": firmware["kernels"]}
-    npu = {**vela, "tflm_root": firmware["tflm_root"] or None, "driver": firmware["ethosu_driver"] or None,
-           "fvp": firmware["fvp"] or None}
-    if name == "corstone300":
-        return npu
-    if name == "board":
-        return {**npu, **{key: value for key, value in board.items() if value}}
-    return vela
-
-
 def _check_run(run: dict) -> None:
     unknown = [s for s in run["strategies"] if s not in RUN_STRATEGIES]
     if unknown:
@@ -114,18 +97,6 @@ def _check_run(run: dict) -> None:
         raise UsageError(f"unknown ablation {run['ablation']!r}; choose one of {', '.join(ABLATIONS)}")
     for budget in run["budgets"]:
         parse_budget(budget)
-
-
-_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2}
-
-
-def parse_budget(text: str | int | float) -> float:
-    """Bytes of compressed size from ``24KB``, ``0.5MB``, ``20KiB`` or a plain number of bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match and match.group(2).lower()
-    if not match or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise UsageError(f"budget {text!r} is not a positive size; write it like 24KB, 0.5MB, 20KiB or 30000 (bytes)")
-    return float(match.group(1)) * _UNITS[unit]
 
 
 def _read(path: Path) -> dict:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
-from harness.data import FASHION_MNIST_DEFAULT
-from harness.config import target_options
-from harness.firmware import check_ethosu_driver, find_ethosu_driver
+from core.data import FASHION_MNIST_DEFAULT
 from harness.provenance import package_version
 from targets import TARGETS, get_target
 from targets.corstone300 import FVP
+from targets.firmware import check_ethosu_driver, find_ethosu_driver, tflm_checkout
 
 PACKAGES = (
     ("tensorflow", ("tensorflow-cpu", "tensorflow"), "TFLite conversion"),
@@ -46,12 +44,12 @@ def checks(config: dict | None = None) -> list[tuple[str, bool, str]]:
         rows.append((f"tool {tool}", path is not None, f"{path} ({purpose})" if path
                      else f"missing ({purpose}); apt-get install {packages}"))
     firmware = (config or {}).get("firmware", {})
-    tflm = firmware.get("tflm_root") or os.environ.get("TFLM_ROOT")
-    rows.append(("checkout TFLM ([firmware] tflm_root, TFLM_ROOT)", bool(tflm) and os.path.isdir(tflm),
-                 tflm if tflm and os.path.isdir(tflm) else
+    tflm = tflm_checkout(firmware.get("tflm_root") or None)
+    rows.append(("checkout TFLM ([firmware] tflm_root, TFLM_ROOT)", tflm is not None and tflm.is_dir(),
+                 str(tflm) if tflm is not None and tflm.is_dir() else
                  (f"{tflm} is not a directory" if tflm else "not set") + "; export TFLM_ROOT=/path/to/tflite-micro "
                  "(README: TFLM for the firmware targets)"))
-    driver = find_ethosu_driver(Path(tflm) if tflm else None, firmware.get("ethosu_driver") or None)
+    driver = find_ethosu_driver(tflm, firmware.get("ethosu_driver") or None)
     missing = check_ethosu_driver(driver)
     rows.append(("checkout Ethos-U driver ([firmware] ethosu_driver, ETHOSU_DRIVER)", missing is None,
                  f"{driver} (corstone300, board)" if missing is None else f"{missing} (corstone300, board)"))
@@ -66,8 +64,8 @@ def checks(config: dict | None = None) -> list[tuple[str, bool, str]]:
     fashion = all((FASHION_MNIST_DEFAULT / f"{stem}.gz").is_file() for stem in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
     rows.append(("dataset fashion-mnist", fashion, str(FASHION_MNIST_DEFAULT) if fashion
                  else "missing; sudo apt-get install dataset-fashion-mnist (or pass --data-path DIR)"))
-    for name, description in TARGETS.items():
-        reason = get_target(name, **(target_options(config, name) if config else {})).available()
-        rows.append((f"target {name}", reason is None, description if reason is None else reason))
+    for name, entry in TARGETS.items():
+        reason = get_target(name, **(entry.options(config) if config else {})).available()
+        rows.append((f"target {name}", reason is None, entry.description if reason is None else reason))
     return rows
 

@@ -15,9 +15,9 @@ import tempfile
 import warnings
 import numpy as np
 
-from harness.candidate import Candidate, WEIGHT_OPS
-from harness.errors import HarnessError, UsageError
-from harness.tflite_model import TFLiteInfo, TensorInfo, read_tflite
+from core.candidate import Candidate, WEIGHT_OPS
+from core.errors import HarnessError, UsageError
+from core.tflite_model import TFLiteInfo, TensorInfo, read_tflite
 
 MAX_DEPLOY_BITS = 8
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

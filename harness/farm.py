@@ -9,28 +9,34 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError, UsageError
+from core.errors import HarnessError, UsageError
 
 
 def measure_on_worker(candidate_dir: str, target_name: str, store_url: str, out_dir: str, dataset: str | None,
-                      eval_samples: int) -> dict:
-    """One task: measure one candidate on this worker's target, store the row, return a summary."""
+                      eval_samples: int, config: dict | None = None) -> dict:
+    """One task: measure one candidate on this worker's target, store the row, return a summary. ``config``
+    (a loaded config) gives the target its options and the measurement its settings; without one, the
+    target's defaults and environment variables on the worker."""
     import socket
 
-    from harness import candidate as candidate_io
-    from harness.data import load_dataset
+    from core import candidate as candidate_io
+    from core.data import load_dataset
     from harness.pipeline import Evaluation, Pipeline
     from results.store import Store
-    from targets import get_target
+    from harness.config import load_config
+    from targets import open_target
 
+    config = config or load_config()
     candidate = candidate_io.load(Path(candidate_dir))
-    target = get_target(target_name)
-    reason = target.available()
-    if reason:
-        raise HarnessError(f"{socket.gethostname()}: target {target_name} is not usable: {reason}")
+    try:
+        target = open_target(config, target_name)
+    except HarnessError as error:
+        raise HarnessError(f"{socket.gethostname()}: {error}") from None
     evaluation = Evaluation(load_dataset(dataset) if dataset else None, eval_samples)
+    measure = config["measure"]
     with Store(store_url) as store:
-        record = Pipeline(Path(out_dir), store, target, evaluation).measure_candidate(candidate)
+        record = Pipeline(Path(out_dir), store, target, evaluation, measure["calibration_samples"],
+                          allow_cpu_ops=measure["allow_cpu_ops"]).measure_candidate(candidate)
     return {"candidate": record.get("candidate_name"), "status": record.get("status"), "id": record.get("id"),
             "cached": bool(record.get("cached")), "flash_bytes": record.get("flash_bytes"),
             "worker_host": socket.gethostname(), "error": record.get("error")}
@@ -50,7 +56,8 @@ def candidate_directories(paths: list[Path]) -> list[Path]:
 
 
 def submit(scheduler: str, candidate_dirs: list[Path], target_name: str, store_url: str, out_dir: Path,
-           dataset: str | None = None, eval_samples: int = 0, quiet: bool = False) -> list[dict]:
+           dataset: str | None = None, eval_samples: int = 0, quiet: bool = False,
+           config: dict | None = None) -> list[dict]:
     """Measure every candidate on a worker offering ``target_name``; the summaries in candidate order."""
     try:
         from distributed import Client, as_completed
@@ -62,7 +69,7 @@ def submit(scheduler: str, candidate_dirs: list[Path], target_name: str, store_u
               "sees the same file system", file=sys.stderr)
     with Client(scheduler, timeout="30s") as client:
         futures = {client.submit(measure_on_worker, str(path), target_name, store_url, str(out_dir), dataset,
-                                 eval_samples, resources={target_name: 1}, pure=False): index
+                                 eval_samples, config, resources={target_name: 1}, pure=False): index
                    for index, path in enumerate(candidate_dirs)}
         results: list[dict | None] = [None] * len(candidate_dirs)
         for future in as_completed(futures):

@@ -3,7 +3,7 @@
 Besides the target's counters, every record carries three size figures of the deployed int8
 weights, so measured Flash can be read against the size model:
 
-- ``rhs_bound_bytes``: the size model N*(s*b + H2(s)) bits per layer (DESIGN.md section 3);
+- ``rhs_bound_bytes``: the size model N*(s*b + H2(s)) bits per layer (``core.size_model``);
 - ``empirical_entropy_bytes``: N*H(codes) bits per tensor, the LHS of the bound;
 - ``coded_mask_bytes``: each nonzero mask actually range-coded (constriction) plus b bits per
   nonzero value: a size a real decoder could reach, not a bound.
@@ -11,22 +11,17 @@ weights, so measured Flash can be read against the size model:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from harness.candidate import Candidate
-from harness.errors import HarnessError
+from core.candidate import Candidate
+from core.errors import HarnessError
+from core.size_model import effective_bits, empirical_entropy_bits, layer_size_bits, range_coded_mask_bits
+from core.tflite_model import TFLiteInfo, TensorInfo
 from harness.export import match_weight_tensors
-from harness.tflite_model import TFLiteInfo, TensorInfo
-from search.cost import layer_size_bits
 from targets.base import Target
-
-# Per coded tensor: element count and nonzero probability, so a decoder can rebuild the model.
-CODED_HEADER_BYTES = 8
-
 
 @dataclass
 class LayerSize:
@@ -40,31 +35,6 @@ class LayerSize:
 
     def as_dict(self) -> dict:
         return dict(vars(self))
-
-
-def effective_bits(codes: np.ndarray) -> int:
-    """Bits a uniform code needs for this tensor's distinct nonzero values (BYO models have no spec)."""
-    distinct = np.unique(codes[codes != 0]).size
-    return max(1, math.ceil(math.log2(distinct))) if distinct > 1 else 1
-
-
-def empirical_entropy_bits(codes: np.ndarray) -> float:
-    _, counts = np.unique(codes, return_counts=True)
-    p = counts / codes.size
-    return float(-(counts * np.log2(p)).sum())
-
-
-def range_coded_mask_bits(codes: np.ndarray) -> float:
-    """Compress the nonzero mask with a range coder under a Bernoulli(nnz/N) model; return its bits."""
-    import constriction
-
-    mask = (codes.ravel() != 0).astype(np.int32)
-    p = float(mask.mean())
-    if p in (0.0, 1.0):
-        return 8.0 * CODED_HEADER_BYTES  # the header alone says "all zero" / "all nonzero"
-    encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(mask, constriction.stream.model.Bernoulli(p, perfect=False))
-    return 32.0 * encoder.get_compressed().size + 8.0 * CODED_HEADER_BYTES
 
 
 def layer_sizes(info: TFLiteInfo, candidate: Candidate | None) -> list[LayerSize]:

@@ -20,21 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import candidate as candidate_io
-from harness.candidate import Candidate
-from harness.data import Dataset
-from harness.errors import HarnessError, UsageError
+from core import candidate as candidate_io
+from core.candidate import Candidate
+from core.data import Dataset
+from core.errors import HarnessError, UsageError
+from core.search_result import SearchResult
+from core.tflite_model import read_tflite, require_int8
 from harness.measure import measure_model
 from harness.provenance import provenance
-from harness.tflite_model import read_tflite, require_int8
 from results.store import Store
 from targets.base import Target
-
-# What a searched candidate's meta says about its search, kept with each of its measurements.
-SEARCH_META = ("budget_bytes", "budget_macs", "constraint_met", "constraint_met_argmax", "repair_moves", "size_bits",
-               "macs", "size_bits_gamma_pi", "macs_gamma_pi", "decisions", "weight_norm", "timings_s", "ablation",
-               "lambda_sweep", "processes", "random", "bops", "latency_table_cycles", "latency_target_cycles",
-               "neuralscale_fit")
 
 
 def ensure_writable(out_dir: Path) -> Path:
@@ -119,7 +114,7 @@ class Pipeline:
         meta = candidate.spec.get("meta", {})
         base = {"candidate_hash": content_hash, "candidate_name": candidate.name, "strategy": meta.get("strategy"),
                 "accuracy_float": meta.get("accuracy_float"), "dataset": meta.get("dataset")}
-        searched = {key: meta[key] for key in SEARCH_META if key in meta}
+        searched = {key: meta[key] for key in SearchResult.keys() if key in meta}
         if searched:
             base["search"] = searched
         try:

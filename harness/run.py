@@ -14,24 +14,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import candidate as candidate_io
-from harness.config import parse_budget, target_options
-from harness.data import Dataset, load_dataset
-from harness.errors import HarnessError
+from core import candidate as candidate_io
+from core.data import Dataset, load_dataset
+from core.search_result import SearchResult
+from core.units import parse_budget
+from harness.cost_providers import PROVIDERS
 from harness.pipeline import Evaluation, Pipeline, elapsed, progress
 from harness.training_cache import cached_pretrain, pretrain_path, training_key
 from results.report import write_report
 from results.store import Store
-from targets import get_target
+from targets import open_target
 
 
 def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, force: bool = False) -> tuple[int, list[dict], Path]:
     started = time.perf_counter()
     settings = config["run"]
-    target = get_target(settings["target"], **target_options(config))
-    reason = target.available()
-    if reason:
-        raise HarnessError(f"target {target.name} is not usable here: {reason}")
+    target = open_target(config)
     dataset = load_dataset(settings["dataset"], settings["data_path"] or None)
     jobs = candidate_jobs(config, dataset, out_dir, quiet)
     pipeline = Pipeline(out_dir, store, target, Evaluation(dataset, config["measure"]["eval_samples"]),
@@ -104,7 +102,7 @@ def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> l
 
     def make(strategy: str, budget: float, settings: dict, name: str, extra_meta: dict):
         candidate = search_and_finetune(dataset, strategy, budget_bytes=budget, settings=settings, quiet=quiet,
-                                        pretrained=pretrained())
+                                        pretrained=pretrained(), providers=PROVIDERS)
         candidate.spec["name"] = name
         candidate.spec["meta"].update(extra_meta)
         return candidate
@@ -135,10 +133,12 @@ def _summary(record: dict, meta: dict) -> str:
     accuracy_text = f", int8 accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
     cached = " (cached)" if record.get("cached") else ""
     budget = ""
-    if meta.get("budget_bytes") is not None:
-        verdict = "met" if meta.get("constraint_met") else "NOT MET"
-        repaired = f", repaired by {len(meta['repair_moves'])} moves" if meta.get("repair_moves") else ""
-        budget = f", budget {meta['budget_bytes'] / 1000:g} kB {verdict} (size bound {meta['size_bits'] / 8000:.1f} kB{repaired})"
+    search = SearchResult.from_meta(meta)
+    if search.budget_bytes is not None:
+        verdict = "met" if search.constraint_met else "NOT MET"
+        repaired = f", repaired by {len(search.repair_moves)} moves" if search.repair_moves else ""
+        budget = (f", budget {search.budget_bytes / 1000:g} KB {verdict} (size bound {search.size_bits / 8000:.1f} KB"
+                  f"{repaired})")
     return f"{name}: flash {record['flash_bytes'] / 1024:.1f} KiB{accuracy_text}{budget}{cached}"
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-from harness.errors import UsageError
+from core.errors import UsageError
 
 MIN_SAMPLES = 3
 BASELINE_FORMAT = "udc-regress-baseline/1"

@@ -8,185 +8,20 @@ does not know go into the ``extra`` JSON column so nothing a stage reports is lo
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Double, ForeignKey, Integer, String, Text,
-                        TypeDecorator, create_engine, event, exc, inspect, select)
+from sqlalchemy import create_engine, event, exc, inspect, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
-from harness.errors import HarnessError, UsageError
-
-# The Alembic revision this code reads and writes (results/migrations/versions); older stores are
-# upgraded with 'python -m harness store upgrade'. SCHEMA_VERSION mirrors it in the meta table.
-SCHEMA_REVISIONS = ("0001", "0002")
-SCHEMA_REVISION = SCHEMA_REVISIONS[-1]
-SCHEMA_VERSION = int(SCHEMA_REVISION)
-STORE_FILENAME = "results.sqlite"
-RUN_STATUSES = ("running", "ok", "failed", "interrupted")
-MEASUREMENT_STATUSES = ("ok", "failed")
-SQLITE_MAGIC = b"SQLite format 3\x00"
-# Long enough to ride out another process's write transaction (a few ms) even on a slow disk.
-BUSY_TIMEOUT_MS = 30_000
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset; store naive UTC, return aware)."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = dt.datetime.fromisoformat(value)
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc)
-        return value.replace(tzinfo=None)
-
-    def process_result_value(self, value, dialect):
-        return None if value is None else value.replace(tzinfo=dt.timezone.utc)
-
-
-def _json() -> JSON:
-    # Missing values are SQL NULL, not the JSON literal null, so "IS NULL" queries behave.
-    return JSON(none_as_null=True)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class Run(Base):
-    __tablename__ = "runs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    command: Mapped[str] = mapped_column(String)
-    config: Mapped[Any] = mapped_column(_json(), nullable=True)
-    provenance: Mapped[Any] = mapped_column(_json(), nullable=True)
-    status: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
-
-
-class Measurement(Base):
-    __tablename__ = "measurements"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True, index=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    candidate_hash: Mapped[str | None] = mapped_column(String, index=True)
-    candidate_name: Mapped[str | None] = mapped_column(String, index=True)
-    strategy: Mapped[str | None] = mapped_column(String)
-    target: Mapped[str | None] = mapped_column(String)
-    target_settings: Mapped[Any] = mapped_column(_json(), nullable=True)
-    settings_key: Mapped[str | None] = mapped_column(String, index=True)
-    status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
-    flash_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    sram_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    encoded_weight_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    original_weight_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    npu_cycles: Mapped[int | None] = mapped_column(BigInteger)
-    total_cycles: Mapped[int | None] = mapped_column(BigInteger)
-    latency_s: Mapped[float | None] = mapped_column(Double)
-    latency_is_estimate: Mapped[bool | None] = mapped_column(Boolean)
-    accuracy_int8: Mapped[float | None] = mapped_column(Double)
-    accuracy_float: Mapped[float | None] = mapped_column(Double)
-    accuracy_samples: Mapped[int | None] = mapped_column(BigInteger)
-    tflm_arena_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    rhs_bound_bytes: Mapped[float | None] = mapped_column(Double)
-    empirical_entropy_bytes: Mapped[float | None] = mapped_column(Double)
-    coded_mask_bytes: Mapped[float | None] = mapped_column(Double)
-    tool_versions: Mapped[Any] = mapped_column(_json(), nullable=True)
-    git_sha: Mapped[str | None] = mapped_column(String)
-    host: Mapped[str | None] = mapped_column(String)
-    extra: Mapped[Any] = mapped_column(_json(), nullable=True)
-
-
-class RunMember(Base):
-    """A run's measurements include cache hits made earlier: a run lists each of them here."""
-
-    __tablename__ = "run_members"
-
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
-    measurement_id: Mapped[int] = mapped_column(ForeignKey("measurements.id"), primary_key=True)
-
-
-MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in Measurement.__table__.columns)
-RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in Run.__table__.columns)
-# Assigned by the store: a record's own values for these are ignored.
-_ASSIGNED = ("id", "run_id")
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types from what stages hand over (numpy scalars/arrays, tuples, paths, datetimes)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None  # JSON has no NaN/inf
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        return [_jsonable(v) for v in items]
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
-        return _jsonable(value.tolist())
-    return str(value)
-
-
-def _coerce(column: str, value: Any) -> Any:
-    """Python values of the column's type; numpy scalars would not bind on sqlite3."""
-    if value is None:
-        return None
-    column_type = Measurement.__table__.columns[column].type
-    if isinstance(column_type, JSON):
-        return _jsonable(value)
-    python_type = column_type.python_type
-    if python_type is bool:
-        return bool(value)
-    if python_type is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"measurement column {column!r} takes an integer, got {value!r}")
-        return int(value)
-    if python_type is float:
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if python_type is str:
-        return str(value)
-    return value
-
-
-def _row_dict(obj: Base, columns: tuple[str, ...]) -> dict:
-    return {name: getattr(obj, name) for name in columns}
-
-
-def _measurement_dict(obj: Measurement) -> dict:
-    row = _row_dict(obj, MEASUREMENT_COLUMNS)
-    row["extra"] = dict(row["extra"] or {})
-    return row
+from core.errors import HarnessError, UsageError
+from results.records import ASSIGNED, coerce, jsonable, measurement_dict, row_dict
+from results.schema import (BUSY_TIMEOUT_MS, MEASUREMENT_COLUMNS, MEASUREMENT_STATUSES, RUN_COLUMNS, RUN_STATUSES,
+                            SCHEMA_REVISION, SCHEMA_REVISIONS, SQLITE_MAGIC, STORE_FILENAME, Base, Meta,
+                            Measurement, Run, RunMember, utcnow)
 
 
 def _migrate(connection, stamp: str | None = None) -> None:
@@ -403,8 +238,8 @@ class Store:
                 owner = stale.provenance or {}
                 if owner.get("host") == host and isinstance(owner.get("pid"), int) and not _process_alive(owner["pid"]):
                     stale.status = "interrupted"
-            run = Run(command=command, config=_jsonable(config),
-                      provenance=_jsonable({**provenance, "host": host, "pid": os.getpid()}),
+            run = Run(command=command, config=jsonable(config),
+                      provenance=jsonable({**provenance, "host": host, "pid": os.getpid()}),
                       status="running", started_at=utcnow())
             session.add(run)
             session.flush()
@@ -422,7 +257,7 @@ class Store:
 
     def runs(self) -> list[dict]:
         with self._read() as session:
-            return [_row_dict(run, RUN_COLUMNS) for run in session.scalars(select(Run).order_by(Run.id))]
+            return [row_dict(run, RUN_COLUMNS) for run in session.scalars(select(Run).order_by(Run.id))]
 
     def latest_run_id(self, command: str | None = None) -> int | None:
         query = select(Run.id).order_by(Run.id.desc()).limit(1)
@@ -441,13 +276,13 @@ class Store:
         values: dict[str, Any] = {}
         extra = dict(record.get("extra") or {})
         for key, value in record.items():
-            if key in _ASSIGNED or key == "extra":
+            if key in ASSIGNED or key == "extra":
                 continue
             if key in MEASUREMENT_COLUMNS:
-                values[key] = _coerce(key, value)
+                values[key] = coerce(key, value)
             else:
                 extra[key] = value
-        values["extra"] = _jsonable(extra) if extra else None
+        values["extra"] = jsonable(extra) if extra else None
         if values.get("created_at") is None:
             values["created_at"] = utcnow()
         try:
@@ -473,7 +308,7 @@ class Store:
                  .order_by(Measurement.id.desc()).limit(1))
         with self._read() as session:
             row = session.scalar(query)
-            return None if row is None else _measurement_dict(row)
+            return None if row is None else measurement_dict(row)
 
     def measurements(self, run_id: int | None = None, since: dt.datetime | None = None) -> list[dict]:
         """All measurements (of one run, its linked cache hits included, and/or created at or after ``since``;
@@ -485,7 +320,7 @@ class Store:
         if since is not None:
             query = query.where(Measurement.created_at >= since)
         with self._read() as session:
-            return [_measurement_dict(row) for row in session.scalars(query)]
+            return [measurement_dict(row) for row in session.scalars(query)]
 
     def history(self, candidate_names: list[str]) -> list[dict]:
         """Every measurement of these candidates, whichever run made it (a report's history over runs)."""
@@ -495,7 +330,7 @@ class Store:
             for start in range(0, len(names), 500):  # under every backend's bound-parameter limit
                 query = (select(Measurement).where(Measurement.candidate_name.in_(names[start:start + 500]))
                          .order_by(Measurement.id))
-                rows += [_measurement_dict(row) for row in session.scalars(query)]
+                rows += [measurement_dict(row) for row in session.scalars(query)]
         return sorted(rows, key=lambda row: row["id"])
 
     def close(self) -> None:

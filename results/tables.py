@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from results.report import markdown_table
-from search.strategy.ablation import TABLE3_ROWS
+from core.paper import TABLE3_ROWS
+from results.report.cells import markdown_table, pct, search_of
 
 PAPER = "the UDC paper"
 # Table 3, CIFAR100 accuracy per row ("*": constraint not met), in TABLE3_ROWS order.
@@ -59,14 +59,6 @@ class Table:
         return [markdown, comma]
 
 
-def _search(row: dict) -> dict:
-    return (row.get("extra") or {}).get("search") or {}
-
-
-def _pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
-
-
 def table3(rows: list[dict]) -> Table:
     """The ablation rows found in the store (latest measurement per row and budget)."""
     table = Table("table3", "Table 3: ablation of UDC's components",
@@ -74,16 +66,17 @@ def table3(rows: list[dict]) -> Table:
                    "ours: gamma(pi) meets", "ours: int8 acc %", "ours: search s", "paper: CIFAR100 acc %"])
     latest: dict[tuple[str, float], dict] = {}
     for row in rows:
-        ablation = _search(row).get("ablation")
+        ablation = search_of(row).ablation
         if row.get("status") == "ok" and ablation and ablation.get("table") == "table3":
-            latest[(ablation["row"], _search(row)["budget_bytes"])] = row
+            latest[(ablation["row"], search_of(row).budget_bytes)] = row
     for (name, budget), row in sorted(latest.items(), key=lambda item: (item[0][1], list(TABLE3_ROWS).index(item[0][0]))):
-        ablation, search = _search(row)["ablation"], _search(row)
+        search = search_of(row)
+        ablation = search.ablation
         marks = ["✓" if ablation[c] else "" for c in ("rejection", "mc_samples", "projection")]
         marks.append("" if ablation["lambda_tuning"] else "✓")
-        met = search.get("constraint_met_argmax")
+        met = search.constraint_met_argmax
         table.rows.append([name, *marks, f"{budget / 1000:g}", {True: "yes", False: "NO"}.get(met, "—"),
-                           _pct(row.get("accuracy_int8")), str((search.get("timings_s") or {}).get("search_s", "—")),
+                           pct(row.get("accuracy_int8")), str((search.timings_s or {}).get("search_s", "—")),
                            PAPER_TABLE3[list(TABLE3_ROWS).index(name)]])
     if not table.rows:
         table.notes.append("No ablation runs in the store. Make them with: "
@@ -130,7 +123,7 @@ def peer_table(name: str, title: str, dataset: str, cited: list[tuple[str, float
             and row.get("accuracy_int8") is not None]
     for row in sorted(ours, key=lambda r: r["flash_bytes"]):
         table.rows.append([f"{row['candidate_name']} ({row.get('strategy')})", "ours (measured: int8 on host TFLM, Vela Flash)",
-                           _pct(row["accuracy_int8"]), f"{row['flash_bytes'] / 1e6:.3f}"])
+                           pct(row["accuracy_int8"]), f"{row['flash_bytes'] / 1e6:.3f}"])
     if not ours:
         table.notes.append(f"No {dataset} runs in the store. {missing}")
     for method, accuracy, size in cited:

@@ -1,27 +1,17 @@
 """Cost models. Strategies call these; they never know how a cost is computed.
 
-Size model (DESIGN.md section 3): a layer of N weight elements with nonzero fraction s and
-b-bit values costs eps = N * (s*b + H2(s)) bits, the chain-rule bound
-H(Q(theta)*m) <= H(m) + H(Q(theta)*m | m) <= H2(s) + s*b. The paper's printed eq. (4),
-(b + H2(s)) * ||w||_0, is not used: with ||w||_0 = all active elements it would make sparsity
-grow the size.
+The exact size model is ``core.size_model`` (torch-free, shared with the harness's measurements);
+here are its relaxed forms for the search, MACs, bit operations and measured latency tables.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 
-def binary_entropy(s: float) -> float:
-    """H2(s) in bits; 0 at s in {0, 1}."""
-    if s <= 0.0 or s >= 1.0:
-        return 0.0
-    return -s * math.log2(s) - (1.0 - s) * math.log2(1.0 - s)
-
-
-def layer_size_bits(n_elements: int, nonzero: float, bits: int) -> float:
-    """eps(s, b, rho) for a layer whose width choice leaves ``n_elements`` weights."""
-    return n_elements * (nonzero * bits + binary_entropy(nonzero))
+from core.candidate import Candidate
 
 
 # ---------------------------------------------------------------- relaxed costs
@@ -101,6 +91,13 @@ def layer_bops(kernel: int, input_activations: dict[int, int], output_weights: d
 
 
 # ---------------------------------------------------------------- latency tables (paper 003)
+
+
+# A cost provider (a profiler, in NNI's terms) measures what the search cannot count itself: given a
+# candidate and calibration images, the cycles of each operator of its compiled model, as
+# (operator name, cycles) with the name of the operator's output tensor. The caller hands it to the
+# strategy that needs it (``search.strategy.STRATEGIES[...].providers``); search never compiles.
+OperatorCycles = Callable[[Candidate, np.ndarray], list[tuple[str, float]]]
 
 
 class LatencyTable:

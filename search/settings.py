@@ -8,7 +8,7 @@ DNAS as ``DNAS_SETTINGS`` on top, random search and the peers share them); each 
 
 from __future__ import annotations
 
-from harness.errors import UsageError
+from core.errors import UsageError
 
 # ``lr`` is Adam's peak rate for pretraining (one-cycle schedule); ``finetune_lr`` is relative: each
 # layer's Adam rate is finetune_lr * RMS(theta), cosine-decayed to 0 (see scaled_lr_groups).

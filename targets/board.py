@@ -11,9 +11,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness.errors import HarnessError
+from core.errors import HarnessError
 from targets.corstone300 import Corstone300Target
-from targets.serial_protocol import TIMED_RUNS, SerialLink, Session
+from targets.serial_link import SerialLink
+from targets.serial_target import TIMED_RUNS
+from targets.sessions import Session
 
 BAUD = 115200
 FLASH_TIMEOUT_S = 300.0
@@ -89,7 +91,7 @@ class BoardTarget(Corstone300Target):
                 "pyocd_target": self.pyocd_target}
 
     def tool_versions(self) -> dict:
-        from harness.firmware import tool_version
+        from targets.firmware import tool_version
 
         versions = super().tool_versions()
         versions.pop("fvp", None)

@@ -15,17 +15,19 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
 
-from harness.errors import HarnessError, UsageError
-from targets.serial_protocol import TIMED_RUNS, SerialLink, SerialTarget, Session, write_model_source
+from core.errors import HarnessError
+from targets.firmware import tflm_checkout
+from targets.model_source import write_model_source
+from targets.serial_link import SerialLink
+from targets.serial_target import TIMED_RUNS, SerialTarget
+from targets.sessions import ProcessSession
 
 FVP = "FVP_Corstone_SSE-300_Ethos-U55"
 BOOT_TIMEOUT_S = 60.0
-MACS = (32, 64, 128, 256)
 
 
 def fvp_command(fvp: str, elf: Path, macs: int) -> list[str]:
@@ -38,32 +40,25 @@ def fvp_command(fvp: str, elf: Path, macs: int) -> list[str]:
             "-C", "cpu0.semihosting-enable=1", "--stat"]
 
 
-class FvpSession(Session):
-    """One FVP process running ``elf``, with a SerialLink to UART0's terminal; a context manager."""
+class FvpSession(ProcessSession):
+    """One FVP process running ``elf``, with a SerialLink to UART0's terminal; a context manager. The FVP
+    names the terminal's port on stdout, which is drained all along so it never blocks."""
 
     def __init__(self, fvp: str, elf: Path, macs: int, timeout_s: float = 30.0):
-        self.process = subprocess.Popen(fvp_command(fvp, elf, macs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        self.output: list[str] = []
         port_found = threading.Event()
         self.terminal_port: int | None = None
 
-        def read_stdout():  # the FVP names the terminal's port on stdout; keep draining so it never blocks
-            for raw in self.process.stdout:
-                line = raw.decode(errors="replace").rstrip()
-                self.output.append(line)
-                match = re.search(r"telnetterminal0: Listening for serial connection on port (\d+)", line)
-                if match and self.terminal_port is None:
-                    self.terminal_port = int(match.group(1))
-                    port_found.set()
-            port_found.set()
+        def on_line(line: str) -> None:
+            match = re.search(r"telnetterminal0: Listening for serial connection on port (\d+)", line)
+            if match and self.terminal_port is None:
+                self.terminal_port = int(match.group(1))
+                port_found.set()
 
-        threading.Thread(target=read_stdout, daemon=True).start()
-        self.connection = None
+        super().__init__(fvp_command(fvp, elf, macs), stream="stdout", on_line=on_line)
         try:
-            if not port_found.wait(BOOT_TIMEOUT_S) or self.terminal_port is None:
+            if not self._wait_for_port(port_found) or self.terminal_port is None:
                 raise HarnessError(f"{fvp} did not open UART0's terminal within {BOOT_TIMEOUT_S:g} s: "
-                                   f"{' / '.join(self.output[-3:]) or 'no output'}")
+                                   f"{' / '.join(list(self.output_tail)[-3:]) or 'no output'}")
             self.connection = self._connect(BOOT_TIMEOUT_S)
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.link = SerialLink.over_socket(self.connection, timeout_s, label="corstone300")
@@ -71,6 +66,14 @@ class FvpSession(Session):
         except BaseException:
             self.close()
             raise
+
+    def _wait_for_port(self, port_found: threading.Event) -> bool:
+        """Whether the port was named before the FVP exited or the boot timeout passed."""
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while not port_found.wait(0.1):
+            if (self.process.poll() is not None and not self._drain.is_alive()) or time.monotonic() > deadline:
+                return port_found.is_set()
+        return True
 
     def _connect(self, within_s: float) -> socket.socket:
         deadline = time.monotonic() + within_s
@@ -82,14 +85,6 @@ class FvpSession(Session):
                     raise HarnessError(f"cannot connect to the FVP's UART0 on port {self.terminal_port}: "
                                        f"{error.strerror or error}") from None
                 time.sleep(0.05)
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 9)
-            self.process.wait(10)
 
 
 class Corstone300Target(SerialTarget):
@@ -104,27 +99,23 @@ class Corstone300Target(SerialTarget):
     def __init__(self, accelerator: str | None = None, tflm_root: str | None = None, driver: str | None = None,
                  fvp: str | None = None, **vela_options):
         super().__init__()
-        accelerator = accelerator or "ethos-u55-128"
-        match = re.fullmatch(r"ethos-u55-(\d+)", accelerator)
-        if not match or int(match.group(1)) not in MACS:
-            raise UsageError(f"corstone300 models an Ethos-U55: --accelerator must be one of "
-                             f"{', '.join(f'ethos-u55-{m}' for m in MACS)}, not {accelerator!r}")
-        self.macs = int(match.group(1))
+        from targets.vela_compiler import VelaSettings
+
+        self.vela_settings = VelaSettings.from_options(accelerator, **vela_options)
         self.vela_options = {key: value for key, value in vela_options.items() if value is not None}
-        self.accelerator = accelerator
-        root = tflm_root or os.environ.get("TFLM_ROOT", "")
-        self.tflm_root = Path(root).expanduser() if root else None
+        self.accelerator, self.macs = self.vela_settings.accelerator, self.vela_settings.macs
+        self.tflm_root = tflm_checkout(tflm_root)
         self._driver_option = driver
         self.fvp = fvp or os.environ.get("FVP_CORSTONE300") or FVP
 
     @property
     def driver(self) -> Path | None:
-        from harness.firmware import find_ethosu_driver
+        from targets.firmware import find_ethosu_driver
 
         return find_ethosu_driver(self.tflm_root, self._driver_option)
 
     def available(self) -> str | None:
-        from harness import firmware
+        from targets import firmware
 
         reason = firmware.missing_tools() or self.runner_missing()
         if reason:
@@ -152,8 +143,8 @@ class Corstone300Target(SerialTarget):
                 "timed_runs": TIMED_RUNS, **self.vela_options}
 
     def tool_versions(self) -> dict:
-        from harness.compile import vela_version
-        from harness.firmware import find_tflm_library, tool_version
+        from targets.vela_compiler import vela_version
+        from targets.firmware import find_tflm_library, tool_version
 
         library = find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u") if self.tflm_root else None
         digest = hashlib.sha256(library.read_bytes()).hexdigest()[:12] if library else "none"
@@ -162,13 +153,10 @@ class Corstone300Target(SerialTarget):
                 "tflm_library": digest}
 
     def build_image(self, tflite: bytes, workdir: Path, label: str, arena_bytes: int) -> Path:
-        from harness import firmware
-        from harness.compile import VelaSettings, compile_model
+        from targets import firmware
+        from targets.vela_compiler import compile_model
 
-        defaults = VelaSettings()
-        settings = VelaSettings(self.accelerator, self.vela_options.get("system_config", defaults.system_config),
-                                self.vela_options.get("memory_mode", defaults.memory_mode))
-        compiled = compile_model(tflite, settings, label=label)
+        compiled = compile_model(tflite, self.vela_settings, label=label)
         self._vela_npu_cycles = compiled.npu_cycles
         model_dir = workdir / "corstone300"
         data = write_model_source(model_dir, compiled.model, label, arena_bytes)

@@ -8,21 +8,21 @@ Every QEMU started here is killed when its session closes, whatever happened.
 
 from __future__ import annotations
 
-import collections
 import hashlib
-import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-from harness.errors import HarnessError
-from targets.serial_protocol import TIMED_RUNS, ProtocolError, SerialLink, SerialTarget, Session, write_model_source
+from core.errors import HarnessError
+from targets.firmware import tflm_checkout
+from targets.model_source import write_model_source
+from targets.serial_link import ProtocolError, SerialLink
+from targets.serial_target import TIMED_RUNS, SerialTarget
+from targets.sessions import ProcessSession
 
 BOOT_TIMEOUT_S = 20.0
-STDERR_LINES_KEPT = 20  # QEMU's last stderr lines, for error messages
 
 
 def _free_port() -> int:
@@ -38,20 +38,15 @@ def qemu_command(elf: Path, port: int) -> list[str]:
             "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on", "-kernel", str(elf)]
 
 
-class QemuSession(Session):
-    """One QEMU process running ``elf``, with a SerialLink to its UART; a context manager."""
+class QemuSession(ProcessSession):
+    """One QEMU process running ``elf``, with a SerialLink to its UART; a context manager. Its stderr is
+    drained all along: a firmware printing over semihosting must never fill the pipe and stall QEMU."""
 
     def __init__(self, elf: Path, timeout_s: float = 10.0):
         if shutil.which("qemu-system-arm") is None:
             raise HarnessError("qemu-system-arm not found on PATH; install with: apt-get install qemu-system-arm")
         self.port = _free_port()
-        # its own process group, so that close() can kill it and anything it started
-        self.process = subprocess.Popen(qemu_command(elf, self.port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        start_new_session=True)
-        # Drained all along: a firmware printing over semihosting must never fill the pipe and stall QEMU.
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
-        self._drain.start()
+        super().__init__(qemu_command(elf, self.port), stream="stderr")
         try:
             self.connection = self._connect()
             self.link = SerialLink.over_socket(self.connection, timeout_s, label="qemu-an547")
@@ -82,13 +77,7 @@ class QemuSession(Session):
             return None
         self._drain.join(5)
         return HarnessError(f"qemu-system-arm exited with {code} {when}: "
-                            f"{' / '.join(self.stderr_tail)[:300] or 'no output'}")
-
-    def _read_stderr(self) -> None:
-        for raw in self.process.stderr:
-            line = raw.decode(errors="replace").strip()
-            if line:
-                self.stderr_tail.append(line)
+                            f"{' / '.join(self.output_tail)[:300] or 'no output'}")
 
     def exit(self, code: int = 0, timeout_s: float = 10.0) -> int:
         """Ask the firmware to exit with ``code``; QEMU's exit status (the firmware's)."""
@@ -97,16 +86,6 @@ class QemuSession(Session):
             return self.process.wait(timeout_s)
         finally:
             self.close()
-
-    def close(self) -> None:
-        if getattr(self, "connection", None) is not None:
-            self.connection.close()
-            self.connection = None
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 9)
-            self.process.wait(10)
-        self._drain.join(5)
-        self.process.stderr.close()
 
 
 class QemuAn547Target(SerialTarget):
@@ -118,12 +97,11 @@ class QemuAn547Target(SerialTarget):
 
     def __init__(self, tflm_root: str | None = None, kernels: str = "cmsis_nn", **_vela_options):
         super().__init__()
-        root = tflm_root or os.environ.get("TFLM_ROOT", "")
-        self.tflm_root = Path(root).expanduser() if root else None
+        self.tflm_root = tflm_checkout(tflm_root)
         self.kernels = kernels
 
     def available(self) -> str | None:
-        from harness import firmware
+        from targets import firmware
 
         reason = firmware.missing_tools()
         if reason:
@@ -144,7 +122,7 @@ class QemuAn547Target(SerialTarget):
         return {"platform": "an547", "kernels": self.kernels, "icount_shift": 5, "timed_runs": TIMED_RUNS}
 
     def tool_versions(self) -> dict:
-        from harness.firmware import find_tflm_library, tool_version
+        from targets.firmware import find_tflm_library, tool_version
 
         library = find_tflm_library(self.tflm_root, self.kernels) if self.tflm_root else None
         digest = hashlib.sha256(library.read_bytes()).hexdigest()[:12] if library else "none"
@@ -152,7 +130,7 @@ class QemuAn547Target(SerialTarget):
                 "arm_gcc": tool_version(["arm-none-eabi-gcc", "--version"]), "tflm_library": digest}
 
     def build_image(self, tflite: bytes, workdir: Path, label: str, arena_bytes: int) -> Path:
-        from harness import firmware
+        from targets import firmware
 
         model_dir = workdir / "an547"
         data = write_model_source(model_dir, tflite, label, arena_bytes)

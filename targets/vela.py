@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.compile import CompiledModel, VelaSettings, compile_model, validate_settings, vela_version
 from targets.base import Target
 from targets.host_tflm import HostTFLM, tflm_version
+from targets.vela_compiler import CompiledModel, VelaSettings, compile_model, vela_version
 
 
 class VelaTarget(Target):
@@ -21,10 +21,7 @@ class VelaTarget(Target):
 
     def __init__(self, accelerator: str | None = None, system_config: str | None = None,
                  memory_mode: str | None = None, optimise: str | None = None):
-        defaults = VelaSettings()
-        self.vela_settings = VelaSettings(accelerator or defaults.accelerator, system_config or defaults.system_config,
-                                          memory_mode or defaults.memory_mode, optimise or defaults.optimise)
-        validate_settings(self.vela_settings)
+        self.vela_settings = VelaSettings.from_options(accelerator, system_config, memory_mode, optimise)
         self._compiled: CompiledModel | None = None
         self._host: HostTFLM | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.candidate import FORMAT, Candidate, expected_weight_shapes
+from core.candidate import FORMAT, Candidate, expected_weight_shapes
 
 
 def grid_weights(shape, bits: int, nonzero: float, rng: np.random.Generator, scale: float = 0.3) -> np.ndarray:

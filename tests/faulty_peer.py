@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import firmware
+from targets import firmware
 from targets.host_tflm import HostTFLM
-from targets.serial_protocol import SerialLink, SerialTarget, Session
+from targets.serial_link import SerialLink
+from targets.serial_target import SerialTarget
+from targets.sessions import Session
 
 # fault -> what the peer does on "infer" (the first seven) or "results" (the rest): "flipped" must be
 # stored as not bit-exact, every other fault but "split" as one ProtocolError line

@@ -30,7 +30,7 @@ LAZY_IMPORTS = (
     "mako.template",
     "tqdm",
     "results.store",
-    "harness.firmware",
+    "targets.firmware",
     "harness.cli",
     "targets",
 )

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from harness import candidate as candidate_io
-from harness.errors import UsageError
+from core import candidate as candidate_io
+from core.errors import UsageError
 from tests.candidates import make_candidate
 
 

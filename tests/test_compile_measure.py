@@ -3,12 +3,12 @@ import math
 import numpy as np
 import pytest
 
-from harness.compile import VelaSettings, compile_model
-from harness.errors import HarnessError, UsageError
-from harness.measure import empirical_entropy_bits, layer_sizes, measure_model, range_coded_mask_bits
-from harness.tflite_model import read_tflite
-from search.cost import binary_entropy, layer_size_bits
+from core.errors import HarnessError, UsageError
+from core.size_model import binary_entropy, empirical_entropy_bits, layer_size_bits, range_coded_mask_bits
+from core.tflite_model import read_tflite
+from harness.measure import layer_sizes, measure_model
 from targets import get_target
+from targets.vela_compiler import VelaSettings, compile_model
 
 
 def test_vela_compiles_in_process_and_reports_sizes(hand_tflite):

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config, parse_budget
-from harness.errors import UsageError
+from core.errors import UsageError
+from core.units import parse_budget
+from harness.config import load_config
 from search.settings import UDC_FULL, UDC_QUICK
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from search.cost import LatencyTable, binary_entropy, layer_bops, layer_macs, layer_size_bits, relaxed_macs
+from core.size_model import binary_entropy, layer_size_bits
+from search.cost import LatencyTable, layer_bops, layer_macs, relaxed_macs
 
 
 def entropy_by_hand(s: float) -> float:

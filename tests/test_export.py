@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from harness.candidate import Candidate, expected_weight_shapes
-from harness.errors import HarnessError, UsageError
+from core.candidate import Candidate, expected_weight_shapes
+from core.errors import HarnessError, UsageError
+from core.tflite_model import read_tflite
 from harness.export import check_deployable, match_weight_tensors, tflite_layout, to_int8_tflite, verify_exact
-from harness.tflite_model import read_tflite
 from tests.candidates import grid_weights, make_candidate, small_spec
 
 

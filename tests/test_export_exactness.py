@@ -10,10 +10,10 @@ import itertools
 import numpy as np
 import pytest
 
-from harness.candidate import FORMAT, Candidate, expected_weight_shapes, validate
-from harness.errors import HarnessError, UsageError
+from core.candidate import FORMAT, Candidate, expected_weight_shapes, validate
+from core.errors import HarnessError, UsageError
+from core.tflite_model import read_tflite
 from harness.export import build_keras, match_weight_tensors, to_int8_tflite
-from harness.tflite_model import read_tflite
 from tests.candidates import make_candidate
 
 # --- build_keras against a reference forward pass -----------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.tflite_model import read_tflite
 from harness.export import check_deployable, to_int8_tflite, verify_exact
-from harness.tflite_model import read_tflite
 from tests.candidates import make_candidate
 
 candidates = st.builds(

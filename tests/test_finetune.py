@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import synthetic
-from search.space import make_supernet, magnitude_mask, quantize_offset
-from search.strategy.finetune import finetune, stage_lengths
+from core.data import synthetic
 from search.settings import UDC_QUICK
+from search.space import make_supernet, magnitude_mask, quantize_offset
 from search.strategy.budget import select_configuration
 from search.strategy.emit import finish_candidate
+from search.strategy.finetune import finetune, stage_lengths
 
 STEPS = {"finetune_steps": 30, "finetune_batch_size": 32}
 

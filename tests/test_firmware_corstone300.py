@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from harness import firmware
+from core.errors import UsageError
 from harness.cli import main
-from harness.errors import UsageError
+from targets import firmware
 from targets import get_target
 from targets.board import BoardTarget, pyocd_flash_command
 from targets.corstone300 import FVP, Corstone300Target, FvpSession, fvp_command
-from targets.serial_protocol import ProtocolError
+from targets.serial_link import ProtocolError
 from tests.test_firmware_qemu import needs_qemu
 
 
@@ -64,8 +64,20 @@ def test_fvp_command_maps_the_accelerator_to_num_macs_and_drives_uart0_raw(tmp_p
     options = {command[i + 1] for i, word in enumerate(command) if word == "-C"}
     assert {"ethosu.num_macs=64", "mps3_board.visualisation.disable-visualisation=1",
             "mps3_board.telnetterminal0.start_telnet=0", "mps3_board.telnetterminal0.mode=raw"} <= options
-    with pytest.raises(UsageError, match="must be one of ethos-u55-32, ethos-u55-64, ethos-u55-128, ethos-u55-256"):
+    with pytest.raises(UsageError, match="choose one of ethos-u55-32, ethos-u55-64, ethos-u55-128, ethos-u55-256"):
         Corstone300Target(accelerator="ethos-u65-512")
+
+
+def test_corstone300_compiles_with_every_vela_setting_it_keys_on():
+    """Each [vela] setting the target puts into its cache key reaches the compiler, optimise included."""
+    target = Corstone300Target(accelerator="ethos-u55-256", system_config="Ethos_U55_Deep_Embedded",
+                               memory_mode="Shared_Sram", optimise="Size")
+    keyed = {key: value for key, value in target.settings().items() if key in ("system_config", "memory_mode", "optimise")}
+    assert keyed == {"system_config": "Ethos_U55_Deep_Embedded", "memory_mode": "Shared_Sram", "optimise": "Size"}
+    compiled_with = target.vela_settings.as_dict()
+    assert {key: compiled_with[key] for key in keyed} == keyed and compiled_with["accelerator"] == "ethos-u55-256"
+    with pytest.raises(UsageError, match="unknown Vela optimise strategy 'Smallest'"):
+        Corstone300Target(optimise="Smallest")
 
 
 def test_corstone300_says_what_is_missing_and_where_it_looks(tmp_path, monkeypatch):
@@ -140,8 +152,8 @@ def test_firmware_check_ethos_u_names_the_missing_driver(tmp_path, capsys, monke
 def test_npu_counter_lines_become_the_store_keys_and_their_absence_an_error():
     import socket
 
-    from harness.errors import HarnessError
-    from targets.serial_protocol import SerialLink
+    from core.errors import HarnessError
+    from targets.serial_link import SerialLink
 
     host, device = socket.socketpair()
     device.sendall(b"m-warmup-start-0\r\nm-warmup-done\r\nm-infer-start-10\r\nm-lap-us-500\r\nm-instructions-4000\r\n"
@@ -160,7 +172,8 @@ def test_npu_counter_lines_become_the_store_keys_and_their_absence_an_error():
 
 
 def test_the_config_says_where_the_firmware_parts_and_the_board_are(tmp_path, capsys, monkeypatch):
-    from harness.config import load_config, target_options
+    from harness.config import load_config
+    from targets import TARGETS
 
     for variable in ("TFLM_ROOT", "ETHOSU_DRIVER", "FVP_CORSTONE300", "UDC_BOARD_PORT"):
         monkeypatch.delenv(variable, raising=False)
@@ -169,12 +182,12 @@ def test_the_config_says_where_the_firmware_parts_and_the_board_are(tmp_path, ca
     config.write_text(f'[firmware]\ntflm_root = "{tmp_path / "tflm"}"\nethosu_driver = "{tmp_path / "driver"}"\n'
                       f'fvp = "{fvp}"\nkernels = "reference"\n[board]\nport = "/dev/ttyUSB3"\nprobe = "0240"\n')
     settings = load_config(config)
-    corstone = get_target("corstone300", **target_options(settings, "corstone300"))
+    corstone = get_target("corstone300", **TARGETS["corstone300"].options(settings))
     assert corstone.fvp == str(fvp) and corstone.tflm_root == tmp_path / "tflm"
     assert corstone.driver == tmp_path / "driver"
-    qemu = get_target("qemu-an547", **target_options(settings, "qemu-an547"))
+    qemu = get_target("qemu-an547", **TARGETS["qemu-an547"].options(settings))
     assert qemu.kernels == "reference" and qemu.tflm_root == tmp_path / "tflm"
-    board = get_target("board", **target_options(load_config(config, {"board": {"port": "/dev/ttyACM1"}}), "board"))
+    board = get_target("board", **TARGETS["board"].options(load_config(config, {"board": {"port": "/dev/ttyACM1"}})))
     assert board.port == "/dev/ttyACM1" and board.probe == "0240"  # the command line wins over the file
     # doctor looks where the config says and names each place it looked
     assert main(["doctor", "--config", str(config)]) == 0  # vela works; the rest is listed
@@ -189,10 +202,11 @@ def test_macs_selects_the_npu_size_and_contradictions_are_refused(tmp_path, caps
     assert "--macs 64 contradicts --accelerator ethos-u55-128" in capsys.readouterr().err
     assert main(arguments + ["--macs", "48"]) == 2
     assert "invalid choice: 48" in capsys.readouterr().err
-    from harness.cli import _target_overrides, build_parser
+    from harness.cli import build_parser
+    from harness.commands.common import target_overrides
 
     args = build_parser().parse_args(arguments + ["--macs", "64"])
-    vela = _target_overrides(args)["vela"]
+    vela = target_overrides(args)["vela"]
     assert get_target("corstone300", **{k: v for k, v in vela.items() if v}).settings()["num_macs"] == 64
 
 

@@ -6,10 +6,11 @@ import shutil
 
 import pytest
 
-from harness import firmware
-from harness.errors import HarnessError
-from targets.qemu_an547 import STDERR_LINES_KEPT, QemuSession
-from targets.serial_protocol import HEX_CHUNK_BYTES, ProtocolError
+from core.errors import HarnessError
+from targets import firmware
+from targets.qemu_an547 import QemuSession
+from targets.serial_link import HEX_CHUNK_BYTES, ProtocolError
+from targets.sessions import OUTPUT_LINES_KEPT
 
 needs_qemu = pytest.mark.skipif(
     bool(firmware.missing_tools()) or shutil.which("qemu-system-arm") is None,
@@ -69,7 +70,7 @@ def test_an_emulator_writing_megabytes_to_stderr_never_stalls(elf, tmp_path, mon
         for _ in range(20):  # each round trip translates new blocks: more trace
             assert session.link.command("name") == ["m-name-dut-[udc-harness an547]"]
         assert session.link.profile()["model"] == "none"
-        assert len(session.stderr_tail) == STDERR_LINES_KEPT  # drained, and only the tail kept
+        assert len(session.output_tail) == OUTPUT_LINES_KEPT  # drained, and only the tail kept
 
 
 def test_an_emulator_that_cannot_start_is_one_line_with_its_reason(tmp_path):

@@ -4,8 +4,8 @@ is found. No TFLM or cross compiler needed: the checkouts here are folder trees.
 import shutil
 from pathlib import Path
 
-from harness import firmware
 from harness.cli import main
+from targets import firmware
 from targets.qemu_an547 import QemuAn547Target
 
 DOWNLOADS = Path("tensorflow/lite/micro/tools/make/downloads")
@@ -64,7 +64,12 @@ def test_the_library_cache_follows_the_tflm_sources_not_the_checkout_path(tmp_pa
 def test_no_checkout_is_one_line_and_the_target_says_how_to_build(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TFLM_ROOT", raising=False)
     assert main(["firmware", "check"]) == 2
-    assert "pass --tflm-root DIR or set TFLM_ROOT" in capsys.readouterr().err
+    assert "pass --tflm-root DIR, set [firmware] tflm_root in --config or set TFLM_ROOT" in capsys.readouterr().err
+    # the config names the checkout, as for the targets: its path is the one checked
+    config = tmp_path / "lab.toml"
+    config.write_text(f'[firmware]\ntflm_root = "{tmp_path / "elsewhere"}"\n')
+    assert main(["firmware", "check", "--config", str(config)]) == 2
+    assert str(tmp_path / "elsewhere") in capsys.readouterr().out
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     without_library = QemuAn547Target(tflm_root=str(_checkout(tmp_path / "tflm"))).available()
     without_checkout = QemuAn547Target(tflm_root=None).available()

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from core.tflite_model import TensorInfo, TFLiteInfo, read_tflite
 from harness.export import to_int8_tflite
 from harness.measure import (
     effective_bits,
@@ -22,7 +23,6 @@ from harness.measure import (
     quantize_inputs,
     range_coded_mask_bits,
 )
-from harness.tflite_model import TensorInfo, TFLiteInfo, read_tflite
 from targets import get_target
 from tests.candidates import make_candidate
 

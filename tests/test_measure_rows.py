@@ -12,12 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from harness.compile import compile_model
-from harness.errors import HarnessError
+from core.errors import HarnessError
+from core.size_model import range_coded_mask_bits
+from core.tflite_model import read_tflite
 from harness.export import to_int8_tflite
-from harness.measure import measure_model, range_coded_mask_bits
-from harness.tflite_model import read_tflite
+from harness.measure import measure_model
 from targets import get_target
+from targets.vela_compiler import compile_model
 from tests.candidates import make_candidate
 
 HEADER_BITS = 64

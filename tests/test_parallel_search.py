@@ -6,10 +6,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from harness.data import synthetic
-from search.strategy.pretrain import pretrain_state
-from search.strategy.parallel import search_in_processes
+from core.data import synthetic
 from search.settings import merged_settings
+from search.strategy.parallel import search_in_processes
+from search.strategy.pretrain import pretrain_state
 from search.strategy.udc import UDCSearch
 from tests.test_udc_search import BUDGET_BYTES, TINY
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.data import synthetic
 from harness.cli import main
-from harness.data import synthetic
 from results.store import Store
 from search import cost
-from search.strategy.neuralscale import fit_power_laws, scale_to_budget
 from search.space import SearchableLayer
+from search.strategy.neuralscale import fit_power_laws, scale_to_budget
 from search.strategy.unas import UNASSearch, hinge_penalty
 from search.strategy.zur import binomial_score, multinomial_score, score_function_gradient
 from tests.test_run import TINY_SEARCH, _config

@@ -11,13 +11,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from harness.compile import VelaSettings, compile_model
-from harness.data import synthetic
-from harness.errors import UsageError
+from core.data import synthetic
+from core.errors import UsageError
+from core.tflite_model import read_tflite
 from harness.pipeline import Evaluation, Pipeline
-from harness.tflite_model import read_tflite
 from results.store import Store
 from targets import get_target
+from targets.vela_compiler import VelaSettings, compile_model
 from tests.candidates import make_candidate
 
 CALIBRATION = 16

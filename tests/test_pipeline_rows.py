@@ -24,13 +24,13 @@ import time
 import numpy as np
 import pytest
 
-from harness.candidate import Candidate, expected_weight_shapes
-from harness.compile import VelaSettings, compile_model
-from harness.data import Dataset, synthetic
-from harness.errors import UsageError
+from core.candidate import Candidate, expected_weight_shapes
+from core.data import Dataset, synthetic
+from core.errors import UsageError
 from harness.pipeline import Evaluation, Pipeline, elapsed, ensure_writable, load_candidates, progress
 from results.store import Store
 from targets import get_target
+from targets.vela_compiler import VelaSettings, compile_model
 from tests.candidates import grid_weights, make_candidate, small_spec
 
 EVALUATED = 24
@@ -79,7 +79,7 @@ def host_accuracy(tflite: bytes, images: np.ndarray, labels: np.ndarray) -> tupl
     """Accuracy of the int8 model run image by image on host TFLM, and the share of class-0 predictions."""
     from tflite_micro import runtime
 
-    from harness.tflite_model import read_tflite
+    from core.tflite_model import read_tflite
 
     tensor = read_tflite(tflite).input
     scale, zero_point = float(tensor.scales[0]), int(tensor.zero_points[0])

@@ -37,10 +37,10 @@ def test_the_corstone300_image_links_the_real_driver_and_boots_on_an547(tmp_path
     """The NPU image, Vela model and Ethos-U core driver included, on the one SSE-300 emulator here: QEMU's
     AN547 models no NPU, so the driver's init fails and 'infer' says so in one line. The FVP run itself
     needs Arm's FVP (corstone300 target)."""
-    from harness import firmware
+    from targets import firmware
     from targets.corstone300 import Corstone300Target
     from targets.qemu_an547 import QemuSession
-    from targets.serial_protocol import ProtocolError
+    from targets.serial_link import ProtocolError
 
     npu = Corstone300Target()
     if firmware.check_ethosu_driver(npu.driver) or firmware.find_tflm_library(npu.tflm_root, "cmsis_nn", "ethos_u") is None:

@@ -9,8 +9,8 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
+from core.errors import UsageError
 from harness.cli import main
-from harness.errors import UsageError
 from results.regress import METRICS, compare, junit_xml, read_baseline, samples_from_rows, write_baseline
 from results.store import Store
 

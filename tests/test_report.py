@@ -8,7 +8,8 @@ import re
 import pytest
 
 from results.report import pareto_front, write_report
-from results.store import MEASUREMENT_COLUMNS, Store
+from results.schema import MEASUREMENT_COLUMNS
+from results.store import Store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.data import synthetic
-from search.cost import binary_entropy, layer_size_bits, relaxed_binary_entropy
+from core.data import synthetic
+from core.size_model import binary_entropy, layer_size_bits
+from search.cost import relaxed_binary_entropy
 from search.relaxation import project
 from search.space import Add, GlobalAveragePool, SearchableDense, SearchableLayer, quantize
 from search.strategy.budget import BudgetWarning, select_configuration

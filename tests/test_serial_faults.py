@@ -10,12 +10,12 @@ import signal
 import numpy as np
 import pytest
 
-from harness import firmware
 from harness.pipeline import Evaluation, Pipeline
 from results.store import Store
+from targets import firmware
 from targets.host_tflm import HostTFLM
 from targets.qemu_an547 import QemuSession
-from targets.serial_protocol import ProtocolError
+from targets.serial_link import ProtocolError
 from tests.faulty_peer import PeerTarget
 
 pytestmark = pytest.mark.skipif(bool(firmware.missing_tools()), reason=f"{firmware.missing_tools()} "

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from targets.serial_protocol import ProtocolError, SerialLink
+from targets.serial_link import ProtocolError, SerialLink
 
 ERROR = object()  # the outcome "raises ProtocolError"
 WHITESPACE = bytes(code for code in range(128) if chr(code).isspace())

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from targets.serial_protocol import ProtocolError, SerialLink
+from targets.serial_link import ProtocolError, SerialLink
 
 
 class FaultInjectingPeer:

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import firmware
+from targets import firmware
 from targets.host_tflm import HostTFLM
-from targets.serial_protocol import TIMED_RUNS, ProtocolError, SerialLink, write_model_source
+from targets.model_source import write_model_source
+from targets.serial_link import ProtocolError, SerialLink
+from targets.serial_target import TIMED_RUNS
 from tests.faulty_peer import FaultyPeer, PeerSession, PeerTarget
 
 # --- write_model_source, compiled --------------------------------------------------------------------

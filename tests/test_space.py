@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import candidate as candidate_io
+from core import candidate as candidate_io
 from search.space import (
     GraphNet, SearchableConv2d, SearchableLayer, build_torch, kept_count, magnitude_mask, make_supernet, quantize,
     same_padding, to_candidate, width_mask,

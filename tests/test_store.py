@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import results.store as results_store
+from core.errors import UsageError
 from harness.cli import main
-from harness.errors import UsageError
-from results.store import MEASUREMENT_COLUMNS, SCHEMA_VERSION, Store
+from results.schema import MEASUREMENT_COLUMNS, SCHEMA_VERSION
+import results.store as results_store
+from results.store import Store
 
 UTC = dt.timezone.utc
 
@@ -270,7 +271,7 @@ def schema_differences(url: str) -> list:
     from alembic.migration import MigrationContext
     from sqlalchemy import create_engine
 
-    from results.store import Base
+    from results.schema import Base
 
     engine = create_engine(url)
     try:
@@ -283,7 +284,7 @@ def schema_differences(url: str) -> list:
 def test_the_migrations_end_at_the_revision_the_code_reads(tmp_path):
     from alembic.script import ScriptDirectory
 
-    from results.store import SCHEMA_REVISION
+    from results.schema import SCHEMA_REVISION
 
     script = ScriptDirectory(str(Path(results_store.__file__).with_name("migrations")))
     assert script.get_current_head() == SCHEMA_REVISION

@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from harness.cli import main
-from results.store import SCHEMA_VERSION, Store
+from results.schema import SCHEMA_VERSION
+from results.store import Store
 from tests.postgres import PostgresServer
 from tests.test_store import schema_differences
 

@@ -5,15 +5,16 @@ import warnings
 import pytest
 import torch
 
-from harness.candidate import Candidate, layer_shapes
-from harness.data import synthetic
-from harness.errors import UsageError
+from core.candidate import Candidate, layer_shapes
+from core.data import synthetic
+from core.errors import UsageError
+from core.search_result import SearchResult
 from search.space import GraphNet, SearchableConv2d, SearchableDense, SearchableLayer, make_supernet, to_candidate
 from search.strategy import search_and_finetune
 from search.strategy.budget import BudgetWarning
-from search.strategy.udc import UDCSearch
-from search.strategy.random_search import RandomSearch
 from search.strategy.emit import searched_candidate
+from search.strategy.random_search import RandomSearch
+from search.strategy.udc import UDCSearch
 
 TINY = {"pretrain_epochs": 2, "pretrain_batch_size": 32, "warmup_steps": 16, "search_steps": 160, "batch_size": 16,
         "finetune_steps": 32, "finetune_batch_size": 32}
@@ -78,6 +79,10 @@ def test_search_meets_its_budget(udc_candidate):
     assert meta["budget_bytes"] == BUDGET_BYTES
     assert meta["search"]["projection"] and meta["search"]["rejection"]
     assert set(meta["decisions"]["stem"]) == {"bits", "nonzero", "width", "op"}
+    # every figure the search records is a field of the typed result; the rest says what made the candidate
+    figures = SearchResult.from_meta(meta)
+    assert set(figures.extra) == {"strategy", "supernet", "dataset", "search", "accuracy_float"}
+    assert figures.to_meta() == {key: value for key, value in meta.items() if key not in figures.extra and value is not None}
     assert 0.0 <= meta["accuracy_float"] <= 1.0
 
 

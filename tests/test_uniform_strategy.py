@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from harness import candidate as candidate_io
-from harness.data import synthetic
-from harness.errors import UsageError
-from search.space import build_torch, kept_count
+from core import candidate as candidate_io
+from core.data import synthetic
+from core.errors import UsageError
 from search.settings import FULL, QUICK
+from search.space import build_torch, kept_count
 from search.strategy.uniform import UniformCompression, candidate_name, evaluate
 
 TINY = {"pretrain_epochs": 3, "finetune_steps": 24, "batch_size": 32, "finetune_batch_size": 32, "lr": 4e-3,

@@ -10,6 +10,8 @@ import json
 import math
 from typing import Any, Callable, Iterable
 
+from core.search_result import SearchResult
+
 MISSING = "—"
 
 # (header, cell of a row, right-aligned)
@@ -86,9 +88,9 @@ def json_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def search_of(row: dict) -> dict:
-    """What the search recorded about the row's candidate (empty for a candidate that was not searched)."""
-    return (row.get("extra") or {}).get("search") or {}
+def search_of(row: dict) -> SearchResult:
+    """What the search recorded about the row's candidate (nothing set for a candidate that was not searched)."""
+    return SearchResult.from_meta((row.get("extra") or {}).get("search"))
 
 
 def markdown_table(headers: list[str], rows: list[list[str]], right: Iterable[int] = ()) -> str:

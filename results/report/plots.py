@@ -118,7 +118,7 @@ def weight_norm_plot(rows: list[dict], path: Path) -> None:
     figure = new_figure(7.0, 4.0)
     axes = figure.add_subplot()
     for index, row in enumerate(rows):
-        norms = search_of(row)["weight_norm"]
+        norms = search_of(row).weight_norm
         for key, line, label in (("trajectory_qhat", "-", "Q-hat"), ("trajectory_plain", "--", "Q")):
             if norms.get(key):
                 steps, values = zip(*norms[key])
@@ -136,12 +136,12 @@ def decisions_plot(rows: list[dict], path: Path) -> None:
     a skipped layer (identity) is drawn at 0."""
     figure = new_figure(9.0, 7.0)
     style = styles(name(r) for r in rows)
-    layers = list(search_of(rows[0])["decisions"])
+    layers = list(search_of(rows[0]).decisions)
     for panel, (axis, label) in enumerate((("bits", "weight bits"), ("nonzero", "nonzero fraction s"),
                                            ("width", "width fraction rho")), start=1):
         axes = figure.add_subplot(3, 1, panel)
         for row in rows:
-            decisions = search_of(row)["decisions"]
+            decisions = search_of(row).decisions
             values = [0.0 if decisions.get(layer, {}).get("op") == "identity" else decisions.get(layer, {}).get(axis)
                       for layer in layers]
             marker, colour = style[name(row)]

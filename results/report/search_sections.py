@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.search_result import SearchResult
 from results.report.cells import MISSING, Column, kib, markdown_table, name, num, pct, search_of, strategy, table, text
 from results.report.plots import decisions_plot, weight_norm_plot
 
@@ -14,9 +15,9 @@ DECISIONS_LIMIT = 6  # searched candidates in the per-layer table and plot (the 
 ABLATION_COMPONENTS = ("rejection", "mc_samples", "projection", "lambda_tuning")
 
 
-def weight_norms(search: dict) -> str:
+def weight_norms(search: SearchResult) -> str:
     """||theta||^2 at the start of finetuning and after it with Q-hat and with plain Q."""
-    norms = search.get("weight_norm") or {}
+    norms = search.weight_norm or {}
     parts = [f"{label} {norms[key]:.3g}" for key, label in (("before", "start"), ("after_qhat", "Q-hat"),
                                                              ("after_plain", "Q")) if num(norms.get(key)) is not None]
     return ", ".join(parts) or MISSING
@@ -25,15 +26,15 @@ def weight_norms(search: dict) -> str:
 SEARCH_COLUMNS: list[Column] = [
     ("candidate", name, False),
     ("strategy", strategy, False),
-    ("budget KB", lambda r: f"{search_of(r)['budget_bytes'] / 1000:g}", True),
-    ("size bound KB", lambda r: f"{search_of(r)['size_bits'] / 8000:.2f}", True),
-    ("gamma(pi) meets", lambda r: {True: "yes", False: "NO", None: MISSING}[search_of(r).get("constraint_met_argmax")], False),
-    ("emitted meets", lambda r: "yes" if search_of(r).get("constraint_met") else "NO", False),
-    ("repair moves", lambda r: str(len(search_of(r).get("repair_moves") or [])), True),
+    ("budget KB", lambda r: f"{search_of(r).budget_bytes / 1000:g}", True),
+    ("size bound KB", lambda r: f"{search_of(r).size_bits / 8000:.2f}", True),
+    ("gamma(pi) meets", lambda r: {True: "yes", False: "NO", None: MISSING}[search_of(r).constraint_met_argmax], False),
+    ("emitted meets", lambda r: "yes" if search_of(r).constraint_met else "NO", False),
+    ("repair moves", lambda r: str(len(search_of(r).repair_moves or [])), True),
     ("flash KiB", lambda r: kib(r.get("flash_bytes")), True),
     ("int8 acc %", lambda r: pct(r.get("accuracy_int8")), True),
-    ("search s", lambda r: text((search_of(r).get("timings_s") or {}).get("search_s")), True),
-    ("finetune s", lambda r: text((search_of(r).get("timings_s") or {}).get("finetune_s")), True),
+    ("search s", lambda r: text((search_of(r).timings_s or {}).get("search_s")), True),
+    ("finetune s", lambda r: text((search_of(r).timings_s or {}).get("finetune_s")), True),
     ("||theta||^2 (Fig. 3)", lambda r: weight_norms(search_of(r)), False),
 ]
 
@@ -48,7 +49,7 @@ def decisions_table(rows: list[dict]) -> str:
         return " ".join(f"{letter}{decision[key]:g}" for key, letter in (("bits", "b"), ("nonzero", "s"), ("width", "w"))
                         if num(decision.get(key)) is not None) or MISSING
 
-    frame = pd.DataFrame({name(r): {layer: cell(d) for layer, d in search_of(r)["decisions"].items()} for r in rows})
+    frame = pd.DataFrame({name(r): {layer: cell(d) for layer, d in search_of(r).decisions.items()} for r in rows})
     frame = frame.fillna(MISSING)
     return markdown_table(["layer", *frame.columns], [[layer, *values] for layer, values in zip(frame.index,
                                                                                             frame.values.tolist())])
@@ -60,8 +61,8 @@ def _strategies_at_budgets(rows: list[dict], searched: list[dict]) -> list[str]:
     uniform = [r for r in rows if strategy(r) == "uniform" and num(r.get("rhs_bound_bytes")) is not None]
     header = ["budget KB", "strategy", "candidate", "flash KiB", "size bound KB", "int8 acc %"]
     body = []
-    for budget in sorted({search_of(r)["budget_bytes"] for r in searched}):
-        at_budget = [r for r in searched if search_of(r)["budget_bytes"] == budget and not search_of(r).get("ablation")]
+    for budget in sorted({search_of(r).budget_bytes for r in searched}):
+        at_budget = [r for r in searched if search_of(r).budget_bytes == budget and not search_of(r).ablation]
         best: dict[str, dict] = {}
         for row in at_budget:
             current = best.get(strategy(row))
@@ -76,7 +77,7 @@ def _strategies_at_budgets(rows: list[dict], searched: list[dict]) -> list[str]:
 
 
 def _decisions(searched: list[dict], out_dir: Path) -> list[str]:
-    with_decisions = sorted((r for r in searched if search_of(r).get("decisions")),
+    with_decisions = sorted((r for r in searched if search_of(r).decisions),
                             key=lambda r: -(num(r.get("accuracy_int8")) or 0.0))
     if not with_decisions:
         (out_dir / DECISIONS_PLOT).unlink(missing_ok=True)
@@ -91,7 +92,7 @@ def _decisions(searched: list[dict], out_dir: Path) -> list[str]:
 
 
 def _number_format(searched: list[dict], out_dir: Path) -> list[str]:
-    compared = [r for r in searched if (search_of(r).get("weight_norm") or {}).get("trajectory_plain")]
+    compared = [r for r in searched if (search_of(r).weight_norm or {}).get("trajectory_plain")]
     if not compared:
         (out_dir / NORM_PLOT).unlink(missing_ok=True)
         return []
@@ -103,14 +104,14 @@ def _number_format(searched: list[dict], out_dir: Path) -> list[str]:
 
 
 def _ablation(searched: list[dict]) -> list[str]:
-    ablation = [r for r in searched if search_of(r).get("ablation")]
+    ablation = [r for r in searched if search_of(r).ablation]
     if not ablation:
         return []
 
     def mark(row: dict, component: str) -> str:
-        return "✓" if search_of(row)["ablation"].get(component) else ""
+        return "✓" if search_of(row).ablation.get(component) else ""
 
-    columns = [("row", lambda r: search_of(r)["ablation"]["row"], False),
+    columns = [("row", lambda r: search_of(r).ablation["row"], False),
                *((c.replace("_", " "), lambda r, c=c: mark(r, c), False) for c in ABLATION_COMPONENTS),
                *(c for c in SEARCH_COLUMNS if c[0] in ("budget KB", "gamma(pi) meets", "emitted meets",
                                                        "int8 acc %", "search s"))]
@@ -121,7 +122,7 @@ def _ablation(searched: list[dict]) -> list[str]:
 
 def search_section(rows: list[dict], out_dir: Path) -> list[str]:
     """Searched candidates with their budget verdicts, then the comparisons at each budget."""
-    searched = [r for r in rows if search_of(r).get("budget_bytes") is not None]
+    searched = [r for r in rows if search_of(r).budget_bytes is not None]
     if not searched:
         return []
     lines = ["## Searches under a size budget", "",

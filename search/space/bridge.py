@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.candidate import FORMAT, Candidate, layer_shapes, validate
+from core.candidate import FORMAT, Candidate, layer_shapes, validate
 from search.space.graph import GraphNet
 from search.space.layers import Add, GlobalAveragePool, SearchableConv2d, SearchableDense, SearchableDepthwiseConv2d, SearchableLayer
 

@@ -3,7 +3,7 @@ each block with an identity option (depth)."""
 
 from __future__ import annotations
 
-from harness.errors import UsageError
+from core.errors import UsageError
 from search.space.graph import GraphNet
 from search.space.layers import Add, GlobalAveragePool, SearchableConv2d, SearchableDense, SearchableDepthwiseConv2d
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from harness.errors import UsageError
+from core.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class StrategyEntry:
     """One search strategy: ``factory`` is ``module:Class``; ``options`` are the class's keyword
     arguments that make this strategy of it (vanilla DNAS is UDC with ``vanilla=True``); ``section`` is
     the config section of its own settings, merged over ``[udc]``; ``processes`` tells whether its
-    Monte-Carlo samples can be spread over processes."""
+    Monte-Carlo samples can be spread over processes; ``providers`` names the cost providers it needs
+    from the caller (``search.cost.OperatorCycles`` as ``operator_cycles``), since search compiles nothing."""
 
     name: str
     description: str
@@ -31,6 +32,7 @@ class StrategyEntry:
     section: str | None = None
     options: dict = field(default_factory=dict)
     processes: bool = False
+    providers: tuple[str, ...] = ()
 
     def load(self):
         module, _, attribute = self.factory.partition(":")
@@ -41,9 +43,13 @@ class StrategyEntry:
         return {**config["udc"], **(config.get(self.section) or {} if self.section else {})}
 
     def create(self, dataset, budget_bytes: float | None = None, macs: int | None = None,
-               settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None):
-        """The strategy, ready to ``run()``, under a size budget in bytes or a MAC budget."""
-        return self.load()(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **self.options)
+               settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None,
+               providers: dict | None = None):
+        """The strategy, ready to ``run()``, under a size budget in bytes or a MAC budget; ``providers``
+        holds the cost providers by name (those this strategy does not need are left out)."""
+        given = {name: (providers or {})[name] for name in self.providers if name in (providers or {})}
+        return self.load()(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **self.options,
+                           **given)
 
 
 STRATEGIES: dict[str, StrategyEntry] = {entry.name: entry for entry in (
@@ -56,7 +62,7 @@ STRATEGIES: dict[str, StrategyEntry] = {entry.name: entry for entry in (
     StrategyEntry("zur", "Zur et al.: score-function gradients over sampled configurations, BOPs budget",
                   "search.strategy.zur:ZurSearch", section="zur"),
     StrategyEntry("unas", "UNAS: a latency hinge from a per-layer Vela cycle table",
-                  "search.strategy.unas:UNASSearch", section="unas"),
+                  "search.strategy.unas:UNASSearch", section="unas", providers=("operator_cycles",)),
     StrategyEntry("neuralscale", "NeuralScale: power-law filter scaling fitted along a pruning descent",
                   "search.strategy.neuralscale:NeuralScaleSearch", section="neuralscale"),
 )}
@@ -70,8 +76,9 @@ def strategy_entry(name: str) -> StrategyEntry:
 
 
 def search_and_finetune(dataset, strategy: str, budget_bytes: float | None = None, macs: int | None = None,
-                        settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None):
+                        settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None,
+                        providers: dict | None = None):
     """Search a configuration under the budget (bytes of compressed weights, or MACs), finetune it and
     return its candidate. ``settings`` override ``UDC_QUICK``; ``pretrained`` (from ``pretrain_state``)
-    skips the pretraining."""
-    return strategy_entry(strategy).create(dataset, budget_bytes, macs, settings, quiet, pretrained).run()
+    skips the pretraining; ``providers``: the cost providers a strategy may need."""
+    return strategy_entry(strategy).create(dataset, budget_bytes, macs, settings, quiet, pretrained, providers).run()

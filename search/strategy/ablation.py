@@ -1,4 +1,4 @@
-"""The UDC paper's Table 3 ablation (paper 001 Sec. 6.2) as settings of the UDC search: each row
+"""The UDC paper's Table 3 ablation (section 6.2) as settings of the UDC search: each row
 switches components off. "lambda tuning" means the row needs a sweep over lambda (UDC's relative
 penalty with projection does not): it searches once per lambda in {w/10, w, 10w} around the
 configured ``size_weight`` w and keeps the best configuration that meets the budget.
@@ -6,19 +6,7 @@ configured ``size_weight`` w and keeps the best configuration that meets the bud
 
 from __future__ import annotations
 
-COMPONENTS = ("rejection", "mc_samples", "projection", "lambda_tuning")
-
-# row -> (rejection sampling, multiple MC samples, pi-projection, lambda tuning needed), in the paper's order
-TABLE3_ROWS: dict[str, tuple[bool, bool, bool, bool]] = {
-    "vanilla-dnas": (False, False, False, True),
-    "rejection-mc": (True, True, False, False),
-    "mc-projection": (False, True, True, False),
-    "projection": (False, False, True, False),
-    "mc": (False, True, False, False),
-    "rejection-mc-lambda": (True, True, False, True),
-    "mc-lambda": (False, True, False, True),
-    "full-udc": (True, True, True, False),
-}
+from core.paper import COMPONENTS, TABLE3_ROWS
 
 
 def row_settings(row: str, settings: dict) -> tuple[dict, bool]:

@@ -8,7 +8,8 @@ towards the cheap (or costly) end, the step of a repair.
 
 from __future__ import annotations
 
-from harness.errors import UsageError
+from core.errors import UsageError
+from core.size_model import layer_size_bits
 from search import cost
 from search.space import GraphNet, SearchableLayer
 
@@ -40,7 +41,7 @@ class Budget:
         if self.kind == "macs":
             return cost.layer_macs(layer.op, getattr(layer, "kernel", 1), kept_in, kept_out, height, width)
         per_output = layer.theta[0].numel() * (1 if layer.op == "dwconv" else kept_in / layer.in_channels)
-        return cost.layer_size_bits(round(kept_out * per_output), layer.nonzero, layer.bits or 32)
+        return layer_size_bits(round(kept_out * per_output), layer.nonzero, layer.bits or 32)
 
     def exact(self, model: GraphNet) -> float:
         """The cost of the selected configuration (skipped blocks cost nothing)."""
@@ -81,7 +82,7 @@ def extreme_configuration(model: GraphNet, budget: Budget, smallest: bool) -> di
             continue
         if budget.kind == "size":
             bits, nonzero = pick(((b, s) for b in layer.bit_options for s in layer.nonzero_options),
-                                 key=lambda o: cost.layer_size_bits(1, o[1], o[0]))
+                                 key=lambda o: layer_size_bits(1, o[1], o[0]))
         else:
             bits, nonzero = layer.bit_options[0], 1.0
         layers[name] = {"bits": bits, "nonzero": nonzero, "width": pick(layer.width_options)}

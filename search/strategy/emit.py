@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 
-from harness.candidate import Candidate
-from harness.data import Dataset
+from core.candidate import Candidate
+from core.data import Dataset
 from search.space import GraphNet, SearchableLayer, build_torch, to_candidate
 from search.strategy.budget import Budget
 from search.strategy.finetune import finetune

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.data import Dataset
+from core.data import Dataset
 from search.space import GraphNet, SearchableLayer
 from search.strategy.uniform import (MASK_INTERVAL, pruning_schedule, scaled_lr_groups, training_batches,
                                      training_step)

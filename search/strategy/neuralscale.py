@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.errors import UsageError
+from core.errors import UsageError
 from search.relaxation import Decision
-from search.space import GraphNet, SearchableLayer, kept_count
 from search.settings import NEURALSCALE_DEFAULTS
+from search.space import GraphNet, SearchableLayer, kept_count
 from search.strategy.budget import select_configuration
 from search.strategy.udc import UDCSearch
 from search.strategy.uniform import training_batches

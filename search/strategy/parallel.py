@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from harness import candidate as candidate_io
-from harness.candidate import Candidate
-from harness.data import Dataset
-from harness.errors import UsageError
+from core import candidate as candidate_io
+from core.candidate import Candidate
+from core.data import Dataset
+from core.errors import UsageError
 from search.settings import merged_settings
 from search.strategy.pretrain import pretrain_state
 from search.strategy.udc import UDCSearch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.data import Dataset
+from core.data import Dataset
 from search.strategy.uniform import UniformCompression
 
 

@@ -12,15 +12,15 @@ import time
 
 import numpy as np
 
-from harness.candidate import Candidate
-from harness.data import Dataset
-from harness.errors import UsageError
+from core.candidate import Candidate
+from core.data import Dataset
+from core.errors import UsageError
 from search.space import GraphNet, SearchableLayer
-from search.strategy.finetune import finetune
-from search.strategy.uniform import evaluate
 from search.strategy.budget import Budget, cheaper, select_configuration
 from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
+from search.strategy.finetune import finetune
 from search.strategy.udc import UDCSearch
+from search.strategy.uniform import evaluate
 
 
 def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generator) -> dict:

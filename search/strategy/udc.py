@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness.candidate import Candidate
-from harness.data import Dataset
-from harness.errors import UsageError
+from core.candidate import Candidate
+from core.data import Dataset
+from core.errors import UsageError
 from search import cost
 from search.relaxation import Decision, exponential, linear, mixed_sample, project, ste_top_kappa
 from search.settings import DNAS_SETTINGS, UDC_QUICK, merged_settings

@@ -2,8 +2,10 @@
 E[L_task] + lambda_lat * E[max(0, L_lat(z) - t)] instead of UDC's size penalty, lambda_lat annealed
 linearly from zero, and skip-connection dropout during the search.
 
-The latency of a configuration comes from a table of Vela cycle estimates per layer, measured on
-the pretrained supernet compiled at each width option (``build_latency_table``), not from FLOPs.
+The latency of a configuration comes from a table of cycle estimates per layer, measured on the
+pretrained supernet compiled at each width option (``build_latency_table``), not from FLOPs. The
+search cannot compile a model itself: the caller hands it an ``operator_cycles`` cost provider
+(``search.cost.OperatorCycles``; the harness's compiles with Vela).
 The size budget is held the same way (a hinge on the relaxed size, annealed alike), so the result
 competes under the harness's budget; gamma(pi) is checked and repaired as for UDC. The latency
 target t is ``unas_latency_fraction`` of the full network's latency unless ``unas_latency_cycles``
@@ -17,11 +19,12 @@ import re
 import numpy as np
 import torch
 
-from harness.data import Dataset
+from core.data import Dataset
+from core.errors import UsageError
 from search import cost
 from search.relaxation import linear
-from search.space import Add, GraphNet, SearchableLayer
 from search.settings import UNAS_DEFAULTS
+from search.space import Add, GraphNet, SearchableLayer
 from search.strategy.budget import select_configuration
 from search.strategy.udc import UDCSearch
 
@@ -32,11 +35,10 @@ def hinge_penalty(values, target: float):
     return torch.relu(values - target).mean() / target
 
 
-def build_latency_table(model: GraphNet, dataset: Dataset, widths) -> cost.LatencyTable:
-    """Vela's per-layer cycles for the supernet at every width in ``widths`` (dense, at the widest
-    bitwidth: the NPU computes in int8 whatever the grid, so cycles hardly depend on it)."""
-    from harness.compile import per_operator_cycles
-    from harness.export import to_int8_tflite
+def build_latency_table(model: GraphNet, dataset: Dataset, widths,
+                        operator_cycles: cost.OperatorCycles) -> cost.LatencyTable:
+    """Per-layer cycles for the supernet at every width in ``widths`` (dense, at the widest bitwidth: the
+    NPU computes in int8 whatever the grid, so cycles hardly depend on it), from ``operator_cycles``."""
     from search.space import to_candidate
 
     names = [name for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)]
@@ -46,7 +48,7 @@ def build_latency_table(model: GraphNet, dataset: Dataset, widths) -> cost.Laten
     for width in widths:
         for layer in model.searchable_layers():
             layer.select(bits=max(layer.bit_options), width=width if width in layer.width_options else 1.0)
-        operators = per_operator_cycles(to_int8_tflite(to_candidate(model, f"latency-w{width:g}"), calibration))
+        operators = operator_cycles(to_candidate(model, f"latency-w{width:g}"), calibration)
         owned = 0
         for name in names:
             pattern = re.compile(rf"/{re.escape(name)}(_\d+)?/")
@@ -61,14 +63,20 @@ def build_latency_table(model: GraphNet, dataset: Dataset, widths) -> cost.Laten
 class UNASSearch(UDCSearch):
     extra_defaults = UNAS_DEFAULTS
 
-    def __init__(self, dataset, budget_bytes=None, macs=None, settings=None, quiet=False, pretrained=None):
+    def __init__(self, dataset, budget_bytes=None, macs=None, settings=None, quiet=False, pretrained=None,
+                 operator_cycles: cost.OperatorCycles | None = None):
         settings = {**(settings or {}), "projection": False, "rejection": False}
         super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained)
         self.strategy = "unas"
+        self.operator_cycles = operator_cycles
 
     def _search_once(self, size_weight: float) -> GraphNet:
         model = self._folded_supernet(pretrained=True)
-        self.latency = build_latency_table(model, self.dataset, sorted(self.settings["width_options"]))
+        if self.operator_cycles is None:
+            raise UsageError("UNAS needs an operator_cycles cost provider to build its latency table; "
+                             "run it through the harness (python -m harness search --strategy unas)")
+        self.latency = build_latency_table(model, self.dataset, sorted(self.settings["width_options"]),
+                                           self.operator_cycles)
         full = sum(self.latency.layer(name, 1.0) for name in self.latency.cycles) + self.latency.fixed
         given = self.settings["unas_latency_cycles"]
         self.latency_target = float(given) if given > 0 else self.settings["unas_latency_fraction"] * full

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness.candidate import Candidate
-from harness.data import Dataset
-from harness.errors import UsageError
+from core.candidate import Candidate
+from core.data import Dataset
+from core.errors import UsageError
 from search.settings import QUICK
 from search.space import SUPERNETS, GraphNet, build_torch, make_supernet, to_candidate
 

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from search import cost
 from search.relaxation import Decision
-from search.space import GraphNet, SearchableLayer, kept_count
 from search.settings import ZUR_DEFAULTS
+from search.space import GraphNet, SearchableLayer, kept_count
 from search.strategy.budget import select_configuration
 from search.strategy.udc import UDCSearch
 from search.strategy.uniform import scaled_lr_groups, training_batches

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from harness import firmware
+from targets import firmware
 from targets.qemu_an547 import QemuAn547Target, QemuSession
 from tests.bench.goals import assert_goal
 from tests.candidates import make_candidate

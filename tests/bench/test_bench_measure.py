@@ -29,7 +29,7 @@ def _by_hand(candidate, calibration):
     import tensorflow as tf
     from ethosu import regor
 
-    from harness.compile import VelaSettings, config_file
+    from targets.vela_compiler import VelaSettings, config_file
     from harness.export import build_keras
 
     model = build_keras(candidate)

@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.data import synthetic
-from search.space import make_supernet
+from core.data import synthetic
 from search.settings import merged_settings
+from search.space import make_supernet
 from search.strategy.pretrain import pretrain_state
 from search.strategy.udc import UDCSearch
 from tests.bench.goals import assert_goal

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
+from core.errors import HarnessError
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 TOOLS = {"cmake": "cmake", "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi"}
@@ -116,6 +116,12 @@ TFLM_DOWNLOADS = {
 KERNELS = {"cmsis_nn": "OPTIMIZED_KERNEL_DIR=cmsis_nn", "reference": ""}
 # The Ethos-U core driver TFLM pins (tools/make/ethos_u_core_driver_download.sh), for corstone300 builds.
 ETHOSU_DRIVER_PIN = "ethos-u-core-driver 9622608a (gitlab.arm.com/artificial-intelligence/ethos-u/ethos-u-core-driver)"
+
+
+def tflm_checkout(given: str | Path | None = None) -> Path | None:
+    """The TFLM checkout: ``given`` (an option or a config's [firmware] tflm_root), else $TFLM_ROOT, else None."""
+    root = given or os.environ.get("TFLM_ROOT", "")
+    return Path(root).expanduser() if root else None
 
 
 def check_tflm(root: Path) -> list[tuple[str, bool, str]]:

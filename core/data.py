@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UsageError
+from core.errors import UsageError
 
 FASHION_MNIST_DEFAULT = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "synthetic")

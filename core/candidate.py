@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UsageError
+from core.errors import UsageError
 
 FORMAT = "udc-candidate/1"
 WEIGHT_OPS = ("conv", "dwconv", "dense")

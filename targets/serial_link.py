@@ -1,7 +1,6 @@
 """The host side of the benchmark firmware's serial protocol (MLPerf Tiny's strings plus our m- counter
 lines, firmware/core/benchmark.c), written once and used by every serial target over any byte link:
-a TCP socket to QEMU's or the FVP's UART, or a serial port to a board. ``SerialTarget`` is what the
-serial targets share: build an image, open a session, drive the benchmark, check outputs bit-exact.
+a TCP socket to QEMU's or the FVP's UART, or a serial port to a board.
 
 Every fault becomes one ProtocolError line: garbled bytes, silence past the timeout, a closed link
 (target exited or killed), a target that resets (m-init-done mid-command), an e-[...] reply, a
@@ -14,13 +13,10 @@ from __future__ import annotations
 import re
 import socket
 import time
-from abc import abstractmethod
-from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
-from targets.base import Target
+from core.errors import HarnessError
 
 HEX_CHUNK_BYTES = 1024  # per "db HEX%" command: 2 KB of hex, inside the firmware's 4 KB command buffer
 COUNT = r"([0-9]{1,20})"  # a figure the firmware prints: a uint64 has at most 20 digits
@@ -165,106 +161,3 @@ class SerialLink:
                 raise ProtocolError(f"{self.label}: 'results' value {text[:20]} is outside int8's -128..127")
             values.append(value)
         return np.array(values, dtype=np.int8)
-
-
-class Session:
-    """A running firmware with a SerialLink to it (``link``); ``close`` ends it, safe to call twice."""
-
-    link: SerialLink
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-TIMED_RUNS = 10
-ARENA_MARGIN_BYTES = 16 * 1024  # host TFLM's arena need, plus room for the MCU build's own alignment
-
-
-class SerialTarget(Target):
-    """A target running the benchmark firmware: a subclass builds the image (``build_image``) and starts
-    it (``open_session``); this class drives the protocol and reports the figures.
-
-    Figures: Flash and RAM of the linked ELF (breakdown: code, rodata, data, model), the arena the
-    interpreter uses, the SysTick count per inference under ``tick_key`` (instructions on emulators,
-    CPU cycles on a board), the platform's counters, and whether the output equals host TFLM's on the
-    same input (``bit_exact``).
-    """
-
-    tick_key = "instructions"
-
-    def __init__(self):
-        self._session: Session | None = None
-
-    @abstractmethod
-    def build_image(self, tflite: bytes, workdir: Path, label: str, arena_bytes: int) -> Path:
-        """Build the firmware with ``tflite`` embedded; the ELF's path."""
-
-    @abstractmethod
-    def open_session(self, elf: Path) -> Session:
-        """Start ``elf`` (boot the emulator, or flash and reset the board) and return its session."""
-
-    def platform_counters(self, figures: dict) -> dict:
-        """Store figures from the platform's m- counter lines of one timed ``infer``; none by default."""
-        return {}
-
-    def prepare(self, tflite: bytes, workdir: Path, label: str) -> None:
-        from harness import firmware
-        from targets.host_tflm import HostTFLM
-
-        self.close()
-        self._host = HostTFLM(tflite)
-        elf = self.build_image(tflite, workdir, label, self._host.arena_bytes() + ARENA_MARGIN_BYTES)
-        self._memory = firmware.memory_figures(elf)
-        self._session = self.open_session(elf)
-        self._profile = self._session.link.profile()
-
-    def _run(self, sample: np.ndarray, runs: int) -> tuple[np.ndarray, dict]:
-        link = self._session.link
-        link.load_input(np.ascontiguousarray(sample, dtype=np.int8).tobytes())
-        figures = link.infer(runs, 0)
-        output = link.results()
-        expected = self._profile.get("output_bytes")
-        if expected is not None and output.size != expected:
-            raise ProtocolError(f"{link.label}: 'results' replied {output.size} values, the profile said {expected}")
-        return output, figures
-
-    def infer(self, inputs: np.ndarray) -> np.ndarray:
-        return np.stack([self._run(sample, 1)[0] for sample in np.asarray(inputs)])
-
-    def counters(self) -> dict:
-        sample = np.random.default_rng(0).integers(-128, 128, self._host.input_shape, dtype=np.int8)
-        output, figures = self._run(sample, TIMED_RUNS)
-        reference = self._host.infer(sample[None]).reshape(-1)
-        return {"flash_bytes": self._memory["flash_bytes"], "flash_breakdown": self._memory["flash_breakdown"],
-                "sram_bytes": self._memory["ram_bytes"], "tflm_arena_bytes": self._profile.get("arena_bytes"),
-                self.tick_key: figures["instructions"], "latency_is_estimate": False,
-                "bit_exact": bool(np.array_equal(output.reshape(-1), reference)), **self.platform_counters(figures)}
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-
-
-def write_model_source(directory: Path, tflite: bytes, label: str, arena_bytes: int) -> Path:
-    """model_data.c (the model bytes in section .model) and model_data.h for the TFLM model side; the .c."""
-    directory.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:60]
-    (directory / "model_data.h").write_text(
-        "#pragma once\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n"
-        f"#define MODEL_NAME \"{name}\"\n#define MODEL_ARENA_BYTES {arena_bytes}\n"
-        "extern const unsigned char model_data[];\nextern const unsigned int model_data_len;\n"
-        "#ifdef __cplusplus\n}\n#endif\n")
-    rows = ",\n".join(",".join(str(b) for b in tflite[i:i + 32]) for i in range(0, len(tflite), 32))
-    source = directory / "model_data.c"
-    source.write_text(
-        "#include \"model_data.h\"\n"
-        f"__attribute__((section(\".model\"), aligned(16))) const unsigned char model_data[] = {{\n{rows}\n}};\n"
-        f"const unsigned int model_data_len = {len(tflite)};\n")
-    return source

@@ -13,10 +13,11 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import HarnessError, UsageError
-from harness.tflite_model import read_tflite
+from core.errors import HarnessError, UsageError
+from core.tflite_model import read_tflite
 
-ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256")
+MACS = (32, 64, 128, 256)  # the Ethos-U55's configurations: MACs per cycle
+ACCELERATORS = tuple(f"ethos-u55-{macs}" for macs in MACS)
 DEFAULT_ACCELERATOR = "ethos-u55-128"
 DEFAULT_SYSTEM_CONFIG = "Ethos_U55_High_End_Embedded"
 DEFAULT_MEMORY_MODE = "Shared_Sram"
@@ -32,6 +33,22 @@ class VelaSettings:
     def as_dict(self) -> dict:
         return {"accelerator": self.accelerator, "system_config": self.system_config,
                 "memory_mode": self.memory_mode, "optimise": self.optimise}
+
+    @property
+    def macs(self) -> int:
+        """MACs per cycle of the accelerator configuration."""
+        return int(self.accelerator.rsplit("-", 1)[1])
+
+    @classmethod
+    def from_options(cls, accelerator: str | None = None, system_config: str | None = None,
+                     memory_mode: str | None = None, optimise: str | None = None) -> "VelaSettings":
+        """The settings every Vela-compiling target uses: the options given (a config's [vela] section, the
+        command line), Vela's defaults for the rest, checked against Vela's own configuration file."""
+        given = {"accelerator": accelerator, "system_config": system_config, "memory_mode": memory_mode,
+                 "optimise": optimise}
+        settings = cls(**{key: value for key, value in given.items() if value})
+        validate_settings(settings)
+        return settings
 
 
 @dataclass

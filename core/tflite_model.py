@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from ethosu.vela.tflite import BuiltinOperator, Model, TensorType
 
-from harness.errors import UsageError
+from core.errors import UsageError
 
 WEIGHT_OPERATORS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _OPERATOR_NAMES = {v: k for k, v in vars(BuiltinOperator.BuiltinOperator).items() if not k.startswith("_")}

@@ -1,0 +1,59 @@
+"""``SearchResult``: what a search records about the candidate it emits, typed, in one place.
+
+A search writes it into the candidate spec's ``meta`` (``to_meta``: the same keys the spec has always
+carried, so stored specs and rows read back unchanged); the harness copies it into each measured row's
+``extra["search"]``, and reports and tables read it back with ``from_meta``. The spec's ``meta`` is not
+part of the candidate's content hash, so these figures never change a candidate's identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class SearchResult:
+    budget_bytes: float | None = None  # the size budget e* (bytes of compressed weights), or None
+    budget_macs: int | None = None  # the MAC budget, or None
+    constraint_met: bool | None = None  # the emitted configuration meets the budget (after any repair)
+    constraint_met_argmax: bool | None = None  # gamma(pi), the argmax configuration after search, met it
+    repair_moves: list[str] | None = None  # decisions moved one option cheaper to meet the budget
+    size_bits: float | None = None  # size bound of the emitted configuration (bits)
+    macs: float | None = None  # MACs of the emitted configuration, under a MAC budget
+    size_bits_gamma_pi: float | None = None  # size bound of gamma(pi) before repair
+    macs_gamma_pi: float | None = None
+    decisions: dict[str, dict] | None = None  # layer -> {bits, nonzero, width, op}
+    weight_norm: dict[str, Any] | None = None  # ||theta||^2 before finetuning, after it with Q-hat and plain Q
+    timings_s: dict[str, float] | None = None  # search_s, finetune_s, ...
+    ablation: dict[str, Any] | None = None  # the Table 3 row and its components, for ablation runs
+    lambda_sweep: list | None = None  # (lambda, size, met, validation accuracy) per lambda of a sweep
+    processes: int | None = None  # processes the Monte-Carlo samples were spread over
+    random: dict[str, Any] | None = None  # random search: trials, steps per trial, the best trial
+    bops: float | None = None  # Zur et al.: bit operations of the emitted configuration
+    latency_table_cycles: float | None = None  # UNAS: the full network's latency from its cycle table
+    latency_target_cycles: float | None = None  # UNAS: the latency target t
+    neuralscale_fit: dict[str, Any] | None = None  # NeuralScale: the fitted power laws
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # keys of the spec's meta that are not figures
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.name != "extra")
+
+    @classmethod
+    def from_meta(cls, meta: dict | None) -> "SearchResult":
+        """The search figures of a spec's ``meta`` (or a row's ``extra["search"]``); other keys in ``extra``."""
+        meta = meta or {}
+        known = cls.keys()
+        return cls(**{key: meta[key] for key in known if key in meta},
+                   extra={key: value for key, value in meta.items() if key not in known})
+
+    def to_meta(self) -> dict:
+        """The figures that are set, under their names (what a spec's ``meta`` and a row's ``search`` hold)."""
+        return {key: getattr(self, key) for key in self.keys() if getattr(self, key) is not None}
+
+    @property
+    def searched(self) -> bool:
+        """Whether the candidate was searched under a budget (uniform candidates and bring-your-own models
+        were not)."""
+        return self.budget_bytes is not None or self.budget_macs is not None

@@ -1,0 +1,83 @@
+"""``SerialTarget``: what the targets running the benchmark firmware share. A subclass builds the image
+and opens a session on it; this class drives the benchmark over the session's link, reports the figures
+and checks the outputs bit-exact against host TFLM."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from targets.base import Target
+from targets.serial_link import ProtocolError
+from targets.sessions import Session
+
+TIMED_RUNS = 10
+ARENA_MARGIN_BYTES = 16 * 1024  # host TFLM's arena need, plus room for the MCU build's own alignment
+
+
+class SerialTarget(Target):
+    """A target running the benchmark firmware: a subclass builds the image (``build_image``) and starts
+    it (``open_session``); this class drives the protocol and reports the figures.
+
+    Figures: Flash and RAM of the linked ELF (breakdown: code, rodata, data, model), the arena the
+    interpreter uses, the SysTick count per inference under ``tick_key`` (instructions on emulators,
+    CPU cycles on a board), the platform's counters, and whether the output equals host TFLM's on the
+    same input (``bit_exact``).
+    """
+
+    tick_key = "instructions"
+
+    def __init__(self):
+        self._session: Session | None = None
+
+    @abstractmethod
+    def build_image(self, tflite: bytes, workdir: Path, label: str, arena_bytes: int) -> Path:
+        """Build the firmware with ``tflite`` embedded; the ELF's path."""
+
+    @abstractmethod
+    def open_session(self, elf: Path) -> Session:
+        """Start ``elf`` (boot the emulator, or flash and reset the board) and return its session."""
+
+    def platform_counters(self, figures: dict) -> dict:
+        """Store figures from the platform's m- counter lines of one timed ``infer``; none by default."""
+        return {}
+
+    def prepare(self, tflite: bytes, workdir: Path, label: str) -> None:
+        from targets import firmware
+        from targets.host_tflm import HostTFLM
+
+        self.close()
+        self._host = HostTFLM(tflite)
+        elf = self.build_image(tflite, workdir, label, self._host.arena_bytes() + ARENA_MARGIN_BYTES)
+        self._memory = firmware.memory_figures(elf)
+        self._session = self.open_session(elf)
+        self._profile = self._session.link.profile()
+
+    def _run(self, sample: np.ndarray, runs: int) -> tuple[np.ndarray, dict]:
+        link = self._session.link
+        link.load_input(np.ascontiguousarray(sample, dtype=np.int8).tobytes())
+        figures = link.infer(runs, 0)
+        output = link.results()
+        expected = self._profile.get("output_bytes")
+        if expected is not None and output.size != expected:
+            raise ProtocolError(f"{link.label}: 'results' replied {output.size} values, the profile said {expected}")
+        return output, figures
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        return np.stack([self._run(sample, 1)[0] for sample in np.asarray(inputs)])
+
+    def counters(self) -> dict:
+        sample = np.random.default_rng(0).integers(-128, 128, self._host.input_shape, dtype=np.int8)
+        output, figures = self._run(sample, TIMED_RUNS)
+        reference = self._host.infer(sample[None]).reshape(-1)
+        return {"flash_bytes": self._memory["flash_bytes"], "flash_breakdown": self._memory["flash_breakdown"],
+                "sram_bytes": self._memory["ram_bytes"], "tflm_arena_bytes": self._profile.get("arena_bytes"),
+                self.tick_key: figures["instructions"], "latency_is_estimate": False,
+                "bit_exact": bool(np.array_equal(output.reshape(-1), reference)), **self.platform_counters(figures)}
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
