@@ -1,4 +1,4 @@
-"""The candidate: the contract between search and harness (DESIGN.md section 1).
+"""The candidate: the contract between search and harness (docs/architecture.md).
 
 A candidate is a directory holding ``spec.json`` (the architecture, framework-neutral) and
 ``weights.npz`` (float weights already at their deployed values). Only numpy and json are

@@ -1,4 +1,4 @@
-"""Errors the CLI turns into one line and an exit code (DESIGN.md section 5)."""
+"""Errors the CLI turns into one line and an exit code: 2 for a usage error, 1 for a failed job."""
 
 
 class HarnessError(Exception):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+SPEC_ONLY = ("pi", "search_history")
+
 
 @dataclass
 class SearchResult:
@@ -34,11 +36,19 @@ class SearchResult:
     latency_table_cycles: float | None = None  # UNAS: the full network's latency from its cycle table
     latency_target_cycles: float | None = None  # UNAS: the latency target t
     neuralscale_fit: dict[str, Any] | None = None  # NeuralScale: the fitted power laws
+    pi: dict[str, list[float]] | None = None  # the learned distribution of every decision (spec only)
+    search_history: list | None = None  # the search's losses and costs over its steps (spec only)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # keys of the spec's meta that are not figures
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls) if f.name != "extra")
+
+    @classmethod
+    def row_keys(cls) -> tuple[str, ...]:
+        """The figures kept with each measured row (``extra["search"]``); the per-decision distributions and
+        the per-step history stay in the spec."""
+        return tuple(key for key in cls.keys() if key not in SPEC_ONLY)
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> "SearchResult":

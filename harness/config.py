@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.errors import UsageError
 from core.units import parse_budget
+from results.regress import METRICS
 from search.settings import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK, checked_settings, merged_settings
 from search.strategy import SEARCH_STRATEGIES
 
@@ -31,9 +32,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "firmware": {"tflm_root": (str,), "kernels": (str,), "ethosu_driver": (str,), "fvp": (str,)},
     "board": {"port": (str,), "probe": (str,), "pyocd_target": (str,)},
     # thresholds of 'regress': relative for sizes and latency, absolute (a fraction) for accuracy
-    "regress": {"flash_bytes": (_NUMBER,), "sram_bytes": (_NUMBER,), "npu_cycles": (_NUMBER,),
-                "total_cycles": (_NUMBER,), "instructions": (_NUMBER,), "latency_s": (_NUMBER,),
-                "accuracy_int8": (_NUMBER,), "alpha": (_NUMBER,)},
+    "regress": {**{metric: (_NUMBER,) for metric in METRICS}, "alpha": (_NUMBER,)},
 }
 
 RUN_STRATEGIES = ("uniform", *SEARCH_STRATEGIES)

@@ -1,7 +1,7 @@
-"""Stage 1: candidate -> full-integer int8 TFLite that keeps every b-bit level and zero exact.
+"""Export: candidate -> full-integer int8 TFLite that keeps every b-bit level and zero exact.
 
 Weights are quantized per tensor: the TFLite converter's per-channel mode rescales each channel's
-max to 127 and re-spreads a per-tensor b-bit grid into 40-50 codes (DESIGN.md section 4). A
+max to 127 and re-spreads a per-tensor b-bit grid into 42-50 codes (docs/papers.md, measured facts). A
 symmetric grid d*k, |k| <= 2^(b-1)-1, maps onto int8 codes 127*k/kmax, one code per level, and
 zeros stay zero; ``verify_exact`` checks this on the converted file every time.
 """

@@ -1,4 +1,4 @@
-"""Stage 3: one model on one target -> one measurement record (store column names).
+"""Measure: one model on one target -> one measurement record (store column names).
 
 Besides the target's counters, every record carries three size figures of the deployed int8
 weights, so measured Flash can be read against the size model:

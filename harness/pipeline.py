@@ -114,7 +114,7 @@ class Pipeline:
         meta = candidate.spec.get("meta", {})
         base = {"candidate_hash": content_hash, "candidate_name": candidate.name, "strategy": meta.get("strategy"),
                 "accuracy_float": meta.get("accuracy_float"), "dataset": meta.get("dataset")}
-        searched = {key: meta[key] for key in SearchResult.keys() if key in meta}
+        searched = {key: meta[key] for key in SearchResult.row_keys() if key in meta}
         if searched:
             base["search"] = searched
         try:

@@ -65,7 +65,7 @@ def relaxed_macs(full_macs: int, width_out, width_in=1.0):
     return full_macs * width_out * width_in
 
 
-# ---------------------------------------------------------------- bit operations (paper 002, appendix F)
+# ---------------------------------------------------------------- bit operations (Zur et al., appendix F)
 
 
 def layer_bops(kernel: int, input_activations: dict[int, int], output_weights: dict[int, int], height: int,
@@ -90,7 +90,7 @@ def layer_bops(kernel: int, input_activations: dict[int, int], output_weights: d
     return total * height * width
 
 
-# ---------------------------------------------------------------- latency tables (paper 003)
+# ---------------------------------------------------------------- latency tables (UNAS)
 
 
 # A cost provider (a profiler, in NNI's terms) measures what the search cannot count itself: given a

@@ -1,4 +1,4 @@
-"""Decision variables of the UDC strategy and their relaxations (paper 001 section 4, appendix D).
+"""Decision variables of the UDC strategy and their relaxations (the UDC paper's section 4 and appendix D).
 
 A decision z ~ Cat(pi) over K options is relaxed into z-hat (Gumbel-softmax), z-tilde (Alg. 1:
 Gumbel-softmax samples conditioned on agreeing with argmax pi) or a mix of both (Sec. 4.2: z-tilde

@@ -1,9 +1,9 @@
-"""Table 2 of paper 001, which needs no training: L_E = E_z |E(z) - e*| / e* for a fixed pi whose argmax
+"""Table 2 of the UDC paper, which needs no training: L_E = E_z |E(z) - e*| / e* for a fixed pi whose argmax
 configuration meets the target exactly (E(gamma(pi)) = e*), under the relaxations of section 4.
 
 The space is the MobileNetV2-style supernet's: per searchable layer a width decision (10%..100%; the
 output layer keeps every class, and a depthwise layer's width follows its input), a bitwidth
-decision {1, 2, 4, 8} and a nonzero-fraction decision (10%..100%). Sizes follow DESIGN.md's bound
+decision {1, 2, 4, 8} and a nonzero-fraction decision (10%..100%). Sizes follow the size model's bound (core.size_model)
 eps = N_active * (s*b + H2(s)) at the expected options.
 
 Run ``python -m search.table2`` to print the table.
@@ -29,7 +29,7 @@ SETTINGS = (
     ("Projection & rejection xi=0.5, vartheta=0.5", 0.5, 0.5),
     ("Projection & rejection xi=0.5, vartheta=0.99", 0.5, 0.99),
 )
-PAPER_VALUES = {  # as printed in paper 001, Table 2
+PAPER_VALUES = {  # as printed in the UDC paper's Table 2
     0.66: (0.04, 0.33, 0.27, 0.18),
     10.0: (0.53, 0.61, 0.6, 0.59),
 }
@@ -165,7 +165,7 @@ def format_table2(rows: list[dict]) -> str:
         values = [f"{cells[(tau, s)]['L_E']:.3f} (paper {cells[(tau, s)]['paper']:g})" for s in settings]
         lines.append(f"| {tau:g} | " + " | ".join(values) + " |")
     lines.append("")
-    lines.append("L_E = E|E(z) - e*| / e* measured here; in parentheses the values printed in paper 001, Table 2.")
+    lines.append("L_E = E|E(z) - e*| / e* measured here; in parentheses the values printed in the UDC paper's Table 2.")
     return "\n".join(lines)
 
 

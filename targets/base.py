@@ -1,4 +1,4 @@
-"""The one narrow interface every target implements (DESIGN.md section 2)."""
+"""The one narrow interface every target implements (docs/architecture.md: adding a target)."""
 
 from __future__ import annotations
 

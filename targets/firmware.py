@@ -1,4 +1,4 @@
-"""Stage 3: the benchmark firmware (firmware/) built with CMake for a platform, and its ELF's sizes.
+"""The firmware build driver: the benchmark firmware (firmware/) built with CMake for a platform, and its ELF's sizes.
 
 Builds go under the output directory, one folder per (platform, model) so an unchanged firmware is
 not rebuilt. A model larger than the platform's memory region fails at link time and is reported

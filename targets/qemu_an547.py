@@ -1,7 +1,7 @@
 """``qemu-an547``: the benchmark firmware on QEMU's Cortex-M55 board mps3-an547, driven over its UART.
 
-QEMU runs with ``-icount shift=5`` so the SysTick counts instructions deterministically (DESIGN.md
-section 4: DWT and PMU cycle counters read 0 under QEMU; report instructions, never cycles). The
+QEMU runs with ``-icount shift=5`` so the SysTick counts instructions deterministically
+(docs/papers.md, measured facts: DWT and PMU cycle counters read 0 under QEMU; report instructions, never cycles). The
 first UART is a TCP server with nodelay; the firmware exits through semihosting with its own code.
 Every QEMU started here is killed when its session closes, whatever happened.
 """

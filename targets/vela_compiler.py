@@ -1,4 +1,4 @@
-"""Stage 2: int8 TFLite -> Vela-compiled model + performance report, in-process.
+"""The Vela compiler driver: int8 TFLite -> Vela-compiled model + performance report, in-process.
 
 Calls Vela's C++ core (``ethosu.regor.compile``) directly with the same system-config text and
 compiler options the ``vela`` CLI builds (9-29 ms instead of 0.3 s per subprocess). The CPU/NPU

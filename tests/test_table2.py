@@ -41,7 +41,7 @@ def test_table2_has_every_cell_with_the_papers_value():
     for values in PAPER_VALUES.values():
         for value in values:
             assert f"(paper {value:g})" in text
-    assert "paper 001, Table 2" in text
+    assert "printed in the UDC paper's Table 2" in text
 
 
 def test_table2_is_reproducible():

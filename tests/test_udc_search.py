@@ -82,6 +82,7 @@ def test_search_meets_its_budget(udc_candidate):
     # every figure the search records is a field of the typed result; the rest says what made the candidate
     figures = SearchResult.from_meta(meta)
     assert set(figures.extra) == {"strategy", "supernet", "dataset", "search", "accuracy_float"}
+    assert figures.pi and figures.search_history and not set(SearchResult.row_keys()) & {"pi", "search_history"}
     assert figures.to_meta() == {key: value for key, value in meta.items() if key not in figures.extra and value is not None}
     assert 0.0 <= meta["accuracy_float"] <= 1.0
 

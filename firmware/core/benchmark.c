@@ -1,4 +1,4 @@
-/* MLPerf Tiny's command/reply strings (DESIGN.md section 4), with our own m- lines for counters:
+/* MLPerf Tiny's command/reply strings (docs/papers.md, measured facts), with our own m- lines for counters:
  *   m-instructions-N   SysTick ticks of the timed inferences (instructions under QEMU -icount)
  *   m-arena-bytes-N    tensor arena the model uses
  *   m-input-bytes-N, m-output-bytes-N

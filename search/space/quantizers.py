@@ -70,7 +70,7 @@ def quantize(theta: torch.Tensor, bits: int, value_range: torch.Tensor) -> torch
 
 def quantize_offset(theta: torch.Tensor, bits: int, value_range: torch.Tensor,
                     offset: torch.Tensor | None) -> torch.Tensor:
-    """Q-hat (paper 001 Sec. 5): Q(theta - sign(theta)*beta, b, r) + sign(theta)*beta, so the b-bit grid
+    """Q-hat (the UDC paper's Sec. 5): Q(theta - sign(theta)*beta, b, r) + sign(theta)*beta, so the b-bit grid
     covers only magnitudes beyond the pruning boundary beta; plain Q when ``offset`` is None."""
     if offset is None:
         return quantize(theta, bits, value_range)

@@ -1,4 +1,4 @@
-"""Three-stage finetuning of a chosen configuration (paper 001 section 5).
+"""Three-stage finetuning of a chosen configuration (the UDC paper's section 5).
 
 Stage 1 trains with quantization and no pruning; stage 2 anneals pruning from 0 to the target
 (masks recomputed from |theta| every 16 steps, quantization still on); stage 3 trains with both at

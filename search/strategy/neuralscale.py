@@ -1,4 +1,4 @@
-"""NeuralScale (paper 004) on the UDC space: filter counts per layer as a power law of a global scale
+"""NeuralScale on the UDC space: filter counts per layer as a power law of a global scale
 tau, filters_l = alpha_l * tau^beta_l, fitted to an architecture descent, then tau moved by the
 update of eqs. 12-16 until the configuration meets the budget.
 

@@ -1,4 +1,4 @@
-"""A search with its Monte-Carlo samples spread over processes (paper 001 Sec. 4: each process runs its
+"""A search with its Monte-Carlo samples spread over processes (the UDC paper's Sec. 4: each process runs its
 own samples and gradient; the gradients are averaged, so every process takes the same step).
 
 Processes talk through ``torch.distributed``: gloo on CPUs, as here; the pretraining runs once,

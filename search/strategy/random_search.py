@@ -1,4 +1,4 @@
-"""Random search baseline (paper 001 Sec. 5, Fig. 5): sample configurations that meet the budget,
+"""Random search baseline (the UDC paper's Sec. 6.1, Fig. 5): sample configurations that meet the budget,
 finetune each briefly, keep the one with the best held-out accuracy. The trials together get the
 training steps of one UDC search, and the winner is finetuned as UDC's result is, so both spend
 comparable compute.

@@ -1,4 +1,4 @@
-"""The UDC search (paper 001 Alg. 2, Sec. 4; DESIGN.md section 3) and vanilla DNAS as a setting of it.
+"""The UDC search (the UDC paper's Alg. 2 and Sec. 4; docs/papers.md) and vanilla DNAS as a setting of it.
 
 Per layer: a bitwidth and a nonzero-fraction decision; per width group (layers whose kept widths
 must agree: a layer, the depthwise layer after it, the members of a residual chain): a width

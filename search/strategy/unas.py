@@ -1,4 +1,4 @@
-"""UNAS (paper 003) on the UDC space: the relaxed search of UDC with UNAS's objective
+"""UNAS on the UDC space: the relaxed search of UDC with UNAS's objective
 E[L_task] + lambda_lat * E[max(0, L_lat(z) - t)] instead of UDC's size penalty, lambda_lat annealed
 linearly from zero, and skip-connection dropout during the search.
 

@@ -1,6 +1,6 @@
 """``UniformCompression`` gives every layer the same (bits, nonzero) choice: pretrain the float
 supernet with BatchNorm, fold BN, then per pair finetune a copy with quantization and magnitude
-pruning in the loop (paper 001 section 5: pruning annealed 0 -> target with masks recomputed from
+pruning in the loop (the UDC paper's section 5: pruning annealed 0 -> target with masks recomputed from
 |theta| every 16 steps, then fixed; learned quantizer ranges) and emit a candidate.
 """
 
@@ -21,7 +21,7 @@ from core.errors import UsageError
 from search.settings import QUICK
 from search.space import SUPERNETS, GraphNet, build_torch, make_supernet, to_candidate
 
-MASK_INTERVAL = 16  # steps between magnitude-mask updates (paper 001, Alg. 2 line 4)
+MASK_INTERVAL = 16  # steps between magnitude-mask updates (the UDC paper's Alg. 2, line 4)
 
 
 

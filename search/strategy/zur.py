@@ -1,4 +1,4 @@
-"""Zur et al. (paper 002) on the UDC space: a distribution over configurations whose parameters alpha
+"""Zur et al. on the UDC space: a distribution over configurations whose parameters alpha
 are learned with the score-function gradient of eq. 3, while the shared weights train on sampled
 configurations as usual.
 
