@@ -74,6 +74,20 @@ def table(rows: dict[str, dict | None]) -> str:
     return "\n".join(lines)
 
 
+def markdown(rows: dict[str, dict | None]) -> str:
+    """The table as markdown (README): module, mutants, killed, survived, no tests, equivalent, score."""
+    lines = ["| module | mutants | killed | survived | no tests | unchecked | equivalent | score |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, figures in rows.items():
+        if figures is None:
+            lines.append(f"| `{name}` | not run yet | | | | | | |")
+            continue
+        score = "—" if figures["score"] is None else f"{100 * figures['score']:.1f}%"
+        lines.append(f"| `{name}` | {figures['mutants']} | {figures['killed']} | {figures['survived']} | "
+                     f"{figures['no tests']} | {figures['unchecked']} | {figures['equivalent']} | {score} |")
+    return "\n".join(lines)
+
+
 def total(rows: dict[str, dict | None]) -> dict:
     present = [figures for figures in rows.values() if figures is not None]
     summed = {column: sum(figures[column] for figures in present) for column in COLUMNS[:-1]}
@@ -124,6 +138,9 @@ def survivors(module: str, statuses: dict[str, str], equivalent: set[str]) -> li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--survivors", action="store_true", help="list surviving mutants with their change")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (README)")
+    parser.add_argument("--survivor-names", action="store_true",
+                        help="print only the names of surviving and no-tests mutants, one a line (for 'mutmut run')")
     arguments = parser.parse_args(argv)
     equivalent = equivalent_names()
     per_module = {}
@@ -133,7 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     if all(figures is None for figures in per_module.values()):
         print("no mutation results under mutants/; run 'tox -e mutation' (or 'mutmut run') first", file=sys.stderr)
         return 2
-    print(table({**per_module, "total": total(per_module)}))
+    if arguments.survivor_names:
+        for module in per_module:
+            for name, status in (results(module) or {}).items():
+                if status in ("survived", "no tests") and name not in equivalent:
+                    print(name)
+        return 0
+    rows = {**per_module, "total": total(per_module)}
+    print(markdown(rows) if arguments.markdown else table(rows))
     if arguments.survivors:
         for module in per_module:
             statuses = results(module)

@@ -40,7 +40,7 @@ def relaxed_layer_size_bits(n_full: int, nonzero, bits, width_out, width_in=1.0)
 
 
 def size_penalty(sizes_bits, target_bits: float):
-    """L_E of eq. 7 as a mean over MC samples, relative to the target: mean |E - e*| / e*. Being
+    """L_E of eq. 7 as a mean over MC samples, relative to the budget: mean |E - e*| / e*. Being
     relative, one lambda serves every budget."""
     return (sizes_bits - target_bits).abs().mean() / target_bits
 

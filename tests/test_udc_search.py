@@ -247,7 +247,7 @@ def _barely_searched(dataset, **settings):
 
 def test_an_over_budget_argmax_is_repaired_loudly(dataset):
     search, model = _barely_searched(dataset)
-    assert search.budget.exact(model) > search.budget.target
+    assert search.budget.exact(model) > search.budget.limit
     with torch.no_grad():
         for decision in search.decisions.values():
             decision.logits.zero_()
@@ -257,7 +257,7 @@ def test_an_over_budget_argmax_is_repaired_loudly(dataset):
     messages = " ".join(str(w.message) for w in caught)
     assert "constraint NOT met" in messages and "repaired the configuration" in messages
     assert meta["constraint_met_argmax"] is False and meta["constraint_met"] is True
-    assert meta["size_bits"] <= search.budget.target < meta["size_bits_gamma_pi"]
+    assert meta["size_bits"] <= search.budget.limit < meta["size_bits_gamma_pi"]
     assert meta["repair_moves"] and not any(move.startswith("fc:bits") for move in meta["repair_moves"])
     nonzero = {name: layer.nonzero for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
     assert meta["size_bits"] == pytest.approx(size_bits_by_hand(deployed(model), nonzero), rel=1e-9)

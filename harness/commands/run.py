@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-
 from harness.commands.common import (common_options, open_store, output_dir, split_list,
                                      target_arguments, target_overrides, training_options)
+from search.strategy import SEARCH_STRATEGIES
 
 
 def add_parser(commands) -> None:
@@ -15,7 +15,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--eval-samples", type=int, help="test images for int8 accuracy (0 = all)")
     parser.add_argument("--force", action="store_true", help="re-measure candidates already in the store")
     parser.add_argument("--budgets", help="compressed-size budgets for the searches, comma-separated (default: 24KB)")
-    parser.add_argument("--strategies", help="comma-separated subset of uniform,udc,dnas,random,zur,unas,neuralscale "
+    parser.add_argument("--strategies", help=f"comma-separated subset of uniform,{','.join(SEARCH_STRATEGIES)} "
                         "(default: uniform,udc,random)")
     parser.add_argument("--ablation", choices=["table3"], help="also run the rows of the UDC paper's Table 3 at each budget")
 

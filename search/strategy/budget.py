@@ -27,7 +27,7 @@ class Budget:
         if (budget_bytes if macs is None else macs) <= 0:
             raise UsageError("the budget must be positive")
         self.kind = "size" if macs is None else "macs"
-        self.target = 8.0 * budget_bytes if self.kind == "size" else float(macs)
+        self.limit = 8.0 * budget_bytes if self.kind == "size" else float(macs)
         self.budget_bytes, self.macs = budget_bytes, macs
         self.sizes = model.output_sizes()
 
@@ -108,14 +108,14 @@ def cheaper(config: dict, key: str, options: tuple, width_keys: dict, up: bool =
     """(from, to, ``config`` with decision ``key`` moved one of its ``options`` towards the cheap end, or
     the costly end with ``up``), or None at that end. Keys: ``layer:bits``, ``layer:nonzero``,
     ``group:width``, ``block:op``."""
-    target, axis = key.rsplit(":", 1)
+    node, axis = key.rsplit(":", 1)
     if axis == "op":
-        if (target in config["skipped"]) != up:
+        if (node in config["skipped"]) != up:
             return None
-        skipped = [b for b in config["skipped"] if b != target] if up else [*config["skipped"], target]
+        skipped = [b for b in config["skipped"] if b != node] if up else [*config["skipped"], node]
         return (0.0, 1.0, {**config, "skipped": skipped}) if up else (1.0, 0.0, {**config, "skipped": skipped})
-    names = [n for n, key_of in width_keys.items() if key_of == target and n in config["layers"]] \
-        if axis == "width" else [target]
+    names = [n for n, key_of in width_keys.items() if key_of == node and n in config["layers"]] \
+        if axis == "width" else [node]
     current = config["layers"][names[0]][axis]
     further = [o for o in options if (o > current if up else o < current)]
     if not further:

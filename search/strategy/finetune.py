@@ -1,6 +1,6 @@
 """Three-stage finetuning of a chosen configuration (the UDC paper's section 5).
 
-Stage 1 trains with quantization and no pruning; stage 2 anneals pruning from 0 to the target
+Stage 1 trains with quantization and no pruning; stage 2 anneals pruning from 0 to the chosen sparsity
 (masks recomputed from |theta| every 16 steps, quantization still on); stage 3 trains with both at
 their final settings. During stages 1-2 each weight is quantized with probability alpha and
 otherwise clipped to the quantizer's range; stage 3 quantizes every weight, as deployed. With
@@ -67,8 +67,7 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
     norm_before = weight_norm(model)
     stages = stage_lengths(steps, stage_fractions)
     first, second, _ = stages
-    targets = [layer.nonzero for layer in layers]
-    schedules = [pruning_schedule(target, second) for target in targets]
+    schedules = [pruning_schedule(layer.nonzero, second) for layer in layers]
     optimizer = torch.optim.Adam(scaled_lr_groups(model, lr))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, stages))
 
@@ -93,7 +92,7 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
         if (step + 1) % every == 0:
             trajectory.append([step + 1, weight_norm(model)])
     progress.close()
-    if first + second >= steps:  # no stage 3 steps ran: still deploy at the target masks
+    if first + second >= steps:  # no stage 3 steps ran: still deploy at the final masks
         prune(second)
     for layer in layers:
         layer.quantize_probability = 1.0

@@ -67,8 +67,8 @@ class NeuralScaleSearch(UDCSearch):
                     for name in self._layer_names(self.model)}
         select_configuration(self.model, {"layers": smallest, "skipped": []})
         minimum = self.budget.exact(self.model)
-        if self.budget.target < minimum:
-            raise UsageError(f"budget {self.budget.describe(self.budget.target)} is below neuralscale's smallest "
+        if self.budget.limit < minimum:
+            raise UsageError(f"budget {self.budget.describe(self.budget.limit)} is below neuralscale's smallest "
                              f"configuration (8-bit, 1/{FILTER_GRID} width), {self.budget.describe(minimum)}; "
                              "raise the budget")
 
@@ -98,7 +98,7 @@ class NeuralScaleSearch(UDCSearch):
                 taus.append(tau)
                 filters.append(counts)
             alpha, beta = fit_power_laws(np.array(taus, float), np.array(filters, float))
-            tau = scale_to_budget(alpha, beta, lambda f: self._size(model, groups, f), self.budget.target,
+            tau = scale_to_budget(alpha, beta, lambda f: self._size(model, groups, f), self.budget.limit,
                                   float(sum(groups.values())), s["neuralscale_eta"])
             widths = self._widths(groups, alpha * tau ** beta)
         self.fit = {"alpha": alpha.tolist(), "beta": beta.tolist(), "tau": tau, "groups": list(groups)}

@@ -32,7 +32,7 @@ def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generat
     options = decision_options(model, keys)
     config = _draw(model, keys, options, rng)
     select_configuration(model, config)
-    while budget.exact(model) > budget.target:
+    while budget.exact(model) > budget.limit:
         moves = [moved for key in options if (moved := cheaper(config, key, options[key], keys)) is not None]
         config = moves[rng.integers(len(moves))][2]
         select_configuration(model, config)
@@ -44,7 +44,7 @@ def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generat
             if moved is None:
                 continue
             select_configuration(model, moved[2])
-            if budget.exact(model) <= budget.target:
+            if budget.exact(model) <= budget.limit:
                 config, grown = moved[2], True
         select_configuration(model, config)
     return config

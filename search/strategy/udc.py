@@ -93,13 +93,13 @@ class UDCSearch(Strategy):
         return results[0], results[1]
 
     def check_budget(self) -> None:
-        if self.budget.target < self.minimum:
+        if self.budget.limit < self.minimum:
             raise UsageError(
-                f"budget {self.budget.describe(self.budget.target)} is below the smallest configuration of the "
+                f"budget {self.budget.describe(self.budget.limit)} is below the smallest configuration of the "
                 f"{self.settings['supernet']} space, {self.budget.describe(self.minimum)}; raise the budget to at "
                 f"least that or add smaller options")
-        if self.budget.target >= self.maximum:
-            warnings.warn(f"budget {self.budget.describe(self.budget.target)} is at or above the largest "
+        if self.budget.limit >= self.maximum:
+            warnings.warn(f"budget {self.budget.describe(self.budget.limit)} is at or above the largest "
                           f"configuration ({self.budget.describe(self.maximum)}): the search is unconstrained",
                           BudgetWarning, stacklevel=3)
 
@@ -199,7 +199,7 @@ class UDCSearch(Strategy):
                   size_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 7: L_task + lambda * E|E(z) - e*| / e*; returns the loss and the relaxed costs E(z)."""
         relaxed = self.relaxed_cost(model, z)
-        return task + size_weight * cost.size_penalty(relaxed, self.budget.target), relaxed
+        return task + size_weight * cost.size_penalty(relaxed, self.budget.limit), relaxed
 
     def _average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         """All processes end the step with the mean gradient over all S samples (one all-reduce)."""
@@ -225,7 +225,7 @@ class UDCSearch(Strategy):
             model = self._search_once(size_weight)
             exact = self.budget.exact(model)
             recent = [h["task"] for h in self.history[-max(1, len(self.history) // 5):]]
-            tried.append({"lambda": size_weight, "cost": exact, "met": exact <= self.budget.target,
+            tried.append({"lambda": size_weight, "cost": exact, "met": exact <= self.budget.limit,
                           "task": float(np.mean(recent)), "state": (model, self.decisions, self.history)})
         met = [t for t in tried if t["met"]]
         best = min(met, key=lambda t: t["task"]) if met else min(tried, key=lambda t: t["cost"])
@@ -314,10 +314,10 @@ class UDCSearch(Strategy):
     def check_constraint(self, model: GraphNet) -> tuple[float, bool]:
         """The exact cost of the selected configuration and whether it meets the budget; warns if not."""
         exact = self.budget.exact(model)
-        met = exact <= self.budget.target
+        met = exact <= self.budget.limit
         if not met:
             warnings.warn(f"{self.strategy}: the searched configuration costs {self.budget.describe(exact)}, over "
-                          f"the budget of {self.budget.describe(self.budget.target)}: constraint NOT met",
+                          f"the budget of {self.budget.describe(self.budget.limit)}: constraint NOT met",
                           BudgetWarning, stacklevel=2)
         return exact, met
 
@@ -329,7 +329,7 @@ class UDCSearch(Strategy):
         construction), so this ends."""
         config = self.argmax_configuration(model)
         moves, exact = [], self.budget.exact(model)
-        while exact > self.budget.target:
+        while exact > self.budget.limit:
             options = []  # (meets the budget, log-probability lost, cost saved, move, configuration)
             for key, decision in self.decisions.items():
                 moved = cheaper(config, key, decision.options, self.width_keys)
@@ -342,7 +342,7 @@ class UDCSearch(Strategy):
                     continue
                 log_pi = decision.probs().detach().clamp_min(1e-12).log()
                 lost = float(log_pi[decision.options.index(option_from)] - log_pi[decision.options.index(option_to)])
-                options.append((after <= self.budget.target, lost, exact - after,
+                options.append((after <= self.budget.limit, lost, exact - after,
                                 f"{key} {option_from:g}->{option_to:g}", candidate_config))
             if not options:  # nothing left to move: the space cannot meet the budget this way
                 break
@@ -367,10 +367,10 @@ class UDCSearch(Strategy):
                           f"to {self.budget.describe(self.budget.exact(model))} ({', '.join(meta['repair_moves'])})",
                           BudgetWarning, stacklevel=2)
         exact = self.budget.exact(model)
-        if exact > self.budget.target and self.settings["repair"]:
+        if exact > self.budget.limit and self.settings["repair"]:
             warnings.warn(f"{self.strategy}: no configuration of its decisions meets the budget: constraint NOT met",
                           BudgetWarning, stacklevel=2)
-        return {**budget_meta(self.budget, exact, exact <= self.budget.target), **meta,
+        return {**budget_meta(self.budget, exact, exact <= self.budget.limit), **meta,
                 ("size_bits_gamma_pi" if self.budget.kind == "size" else "macs_gamma_pi"): exact_argmax}
 
     def run(self) -> Candidate | None:

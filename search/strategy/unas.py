@@ -8,7 +8,7 @@ search cannot compile a model itself: the caller hands it an ``operator_cycles``
 (``search.cost.OperatorCycles``; the harness's compiles with Vela).
 The size budget is held the same way (a hinge on the relaxed size, annealed alike), so the result
 competes under the harness's budget; gamma(pi) is checked and repaired as for UDC. The latency
-target t is ``unas_latency_fraction`` of the full network's latency unless ``unas_latency_cycles``
+limit t (UNAS's latency target) is ``unas_latency_fraction`` of the full network's latency unless ``unas_latency_cycles``
 names it.
 """
 
@@ -30,9 +30,9 @@ from search.strategy.udc import UDCSearch
 
 
 
-def hinge_penalty(values, target: float):
-    """E[max(0, v - t)] / t over the samples: zero at or under the target, linear above it."""
-    return torch.relu(values - target).mean() / target
+def hinge_penalty(values, limit: float):
+    """E[max(0, v - t)] / t over the samples (t the limit): zero at or under it, linear above it."""
+    return torch.relu(values - limit).mean() / limit
 
 
 def build_latency_table(model: GraphNet, dataset: Dataset, widths,
@@ -79,7 +79,7 @@ class UNASSearch(UDCSearch):
                                            self.operator_cycles)
         full = sum(self.latency.layer(name, 1.0) for name in self.latency.cycles) + self.latency.fixed
         given = self.settings["unas_latency_cycles"]
-        self.latency_target = float(given) if given > 0 else self.settings["unas_latency_fraction"] * full
+        self.latency_limit = float(given) if given > 0 else self.settings["unas_latency_fraction"] * full
         self.dropout_generator = torch.Generator().manual_seed(self.settings["seed"] + 1)
         return super()._search_once(size_weight)
 
@@ -106,8 +106,8 @@ class UNASSearch(UDCSearch):
         """Task loss plus the hinges on latency and size, their weights annealed from zero."""
         ramp = linear(0.0, 1.0, phase)
         relaxed = self.relaxed_cost(model, z)
-        latency = hinge_penalty(self.relaxed_latency(model, z), self.latency_target)
-        penalty = self.settings["unas_lambda_latency"] * latency + size_weight * hinge_penalty(relaxed, self.budget.target)
+        latency = hinge_penalty(self.relaxed_latency(model, z), self.latency_limit)
+        penalty = self.settings["unas_lambda_latency"] * latency + size_weight * hinge_penalty(relaxed, self.budget.limit)
         return task + ramp * penalty, relaxed
 
     def relax(self, model: GraphNet, z: dict[str, torch.Tensor]) -> None:
@@ -131,4 +131,4 @@ class UNASSearch(UDCSearch):
         latency = self.latency.fixed + sum(
             self.latency.layer(name, width(name), width(model.sources[name][0]), layer.op == "dwconv")
             for name, layer in model.layers.items() if isinstance(layer, SearchableLayer) and name not in inactive)
-        return {**figures, "latency_table_cycles": latency, "latency_target_cycles": self.latency_target}
+        return {**figures, "latency_table_cycles": latency, "latency_target_cycles": self.latency_limit}

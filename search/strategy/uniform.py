@@ -1,6 +1,6 @@
 """``UniformCompression`` gives every layer the same (bits, nonzero) choice: pretrain the float
 supernet with BatchNorm, fold BN, then per pair finetune a copy with quantization and magnitude
-pruning in the loop (the UDC paper's section 5: pruning annealed 0 -> target with masks recomputed from
+pruning in the loop (the UDC paper's section 5: pruning annealed 0 -> the chosen sparsity with masks recomputed from
 |theta| every 16 steps, then fixed; learned quantizer ranges) and emit a candidate.
 """
 
@@ -130,7 +130,7 @@ class UniformCompression:
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
 
         def refresh_masks(step: int) -> None:
-            # Stage 2 moves the masks towards the target; stage 3 trains under the final mask.
+            # Stage 2 moves the masks towards their final sparsity; stage 3 trains under the final mask.
             if 0 < step <= anneal_steps and (step % MASK_INTERVAL == 0 or step == anneal_steps):
                 model.refresh_masks(keep_at(step))
 
@@ -197,13 +197,13 @@ def training_batches(dataset: Dataset, rng: np.random.Generator, steps: int,
             yield torch.from_numpy(x[index]), torch.from_numpy(y[index])
 
 
-def pruning_schedule(target: float, anneal_steps: int):
-    """Kept fraction at a step: 1 -> target on Zhu & Gupta's cubic schedule, reaching target at ``anneal_steps``."""
+def pruning_schedule(final: float, anneal_steps: int):
+    """Kept fraction at a step: 1 -> ``final`` on Zhu & Gupta's cubic schedule, reaching it at ``anneal_steps``."""
 
     def keep_at(step: int) -> float:
         if anneal_steps <= 0 or step >= anneal_steps:
-            return target
-        return target + (1.0 - target) * (1.0 - step / anneal_steps) ** 3
+            return final
+        return final + (1.0 - final) * (1.0 - step / anneal_steps) ** 3
 
     return keep_at
 

@@ -99,7 +99,7 @@ class ZurSearch(UDCSearch):
                 select_configuration(model, config)
                 task = F.cross_entropy(model(group_images), group_labels)
                 (task / configurations).backward()
-                complexity = self.budget.exact(model) / self.budget.target
+                complexity = self.budget.exact(model) / self.budget.limit
                 losses.append(task.item() + s["zur_lambda"] * max(0.0, complexity - 1.0))
             theta_optimizer.step()
             losses_t = torch.tensor(losses)
