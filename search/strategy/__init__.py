@@ -59,7 +59,7 @@ STRATEGIES: dict[str, StrategyEntry] = {entry.name: entry for entry in (
                   "search.strategy.udc:UDCSearch", options={"vanilla": True}, processes=True),
     StrategyEntry("random", "random search: configurations drawn under the budget, the best on validation kept",
                   "search.strategy.random_search:RandomSearch"),
-    StrategyEntry("zur", "Zur et al.: score-function gradients over sampled configurations, BOPs budget",
+    StrategyEntry("zur", "Zur et al.: score-function gradients over sampled configurations (bit operations recorded)",
                   "search.strategy.zur:ZurSearch", section="zur"),
     StrategyEntry("unas", "UNAS: a latency hinge from a per-layer Vela cycle table",
                   "search.strategy.unas:UNASSearch", section="unas", providers=("operator_cycles",)),
