@@ -89,16 +89,6 @@ def extreme_configuration(model: GraphNet, budget: Budget, smallest: bool) -> di
     return {"layers": layers, "skipped": list(model.blocks) if smallest else []}
 
 
-def shared_width_options(model: GraphNet, keys: dict) -> dict[str, tuple[float, ...]]:
-    options = {}
-    for name, layer in model.layers.items():
-        key = keys[name]
-        if isinstance(layer, SearchableLayer) and key is not None:
-            if options.setdefault(key, layer.width_options) != layer.width_options:
-                raise ValueError(f"{name}: width options {layer.width_options} differ from its group's {options[key]}")
-    return options
-
-
 # ---------------------------------------------------------------- the search
 
 

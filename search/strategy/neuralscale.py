@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UsageError
-from search.relaxation import Decision
+from search.decisions import DecisionSpace, decision_key
 from search.settings import NEURALSCALE_DEFAULTS
 from search.space import GraphNet, SearchableLayer, kept_count
 from search.strategy.budget import select_configuration
@@ -156,12 +156,9 @@ class NeuralScaleSearch(UDCSearch):
     def _decisions_from(self, groups: dict, widths: dict) -> None:
         """The found widths as UDC decisions (certain of their option) for gamma(pi) and the repair."""
         grid = tuple(k / FILTER_GRID for k in range(1, FILTER_GRID + 1))
-        decisions = {}
-        for key in groups:
-            decision = Decision(grid)
-            decision.logits.data.copy_(-10.0 * torch.tensor([abs(w - widths[key]) for w in grid]))
-            decisions[f"{key}:width"] = decision
-        self.decisions = torch.nn.ModuleDict(decisions)
+        space = DecisionSpace({decision_key(key, "width"): grid for key in groups})
+        self.decisions = space.relaxed({decision_key(key, "width"): -10.0 * torch.tensor([abs(w - widths[key]) for w in grid])
+                                        for key in groups})
 
     def enforce_budget(self, model: GraphNet) -> dict:
         return {**super().enforce_budget(model), "neuralscale_fit": self.fit}

@@ -15,6 +15,7 @@ import numpy as np
 from core.candidate import Candidate
 from core.data import Dataset
 from core.errors import UsageError
+from search.decisions import DecisionSpace
 from search.space import GraphNet, SearchableLayer
 from search.strategy.budget import Budget, cheaper, select_configuration
 from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
@@ -29,7 +30,8 @@ def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generat
     one option up while it still fits. So it lands just under the budget, as a searched configuration
     does, instead of far below it. The smallest configuration fits (checked beforehand): this ends."""
     keys = model.width_keys()
-    options = decision_options(model, keys)
+    # op options (0, 1): identity first, so a draw of 0.0 skips the block
+    options = DecisionSpace.of(model, by_layer=True, op_options=(0.0, 1.0)).options
     config = _draw(model, keys, options, rng)
     select_configuration(model, config)
     while budget.exact(model) > budget.limit:
@@ -48,18 +50,6 @@ def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generat
                 config, grown = moved[2], True
         select_configuration(model, config)
     return config
-
-
-def decision_options(model: GraphNet, keys: dict) -> dict[str, tuple]:
-    """The options of every decision, keyed as UDC keys them."""
-    options = {}
-    for name, layer in model.layers.items():
-        if isinstance(layer, SearchableLayer):
-            options[f"{name}:bits"], options[f"{name}:nonzero"] = layer.bit_options, layer.nonzero_options
-            if keys[name] is not None:
-                options[f"{keys[name]}:width"] = layer.width_options
-    options.update({f"{block}:op": (0.0, 1.0) for block in model.blocks})
-    return options
 
 
 def _draw(model: GraphNet, keys: dict, options: dict, rng: np.random.Generator) -> dict:

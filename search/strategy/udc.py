@@ -23,18 +23,15 @@ from core.candidate import Candidate
 from core.data import Dataset
 from core.errors import UsageError
 from search import cost
-from search.relaxation import Decision, exponential, linear, mixed_sample, project, ste_top_kappa
+from search.decisions import DecisionSpace
+from search.relaxation import exponential, linear, mixed_sample, project, ste_top_kappa
 from search.settings import DNAS_SETTINGS, UDC_QUICK, merged_settings
 from search.space import Add, GraphNet, SearchableLayer, make_supernet
 from search.strategy.base import Strategy
-from search.strategy.budget import (Budget, BudgetWarning, cheaper, extreme_configuration, select_configuration,
-                                    shared_width_options)
+from search.strategy.budget import Budget, BudgetWarning, cheaper, extreme_configuration, select_configuration
 from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
 from search.strategy.pretrain import pretrain_state
 from search.strategy.uniform import MASK_INTERVAL, scaled_lr_groups, training_batches
-
-OP_OPTIONS = (1.0, 0.0)  # block kept, identity: the expected option is the block's gate
-
 
 class UDCSearch(Strategy):
     """UDC (or vanilla DNAS with ``vanilla=True``) under a size budget in bytes or a MAC budget.
@@ -105,19 +102,8 @@ class UDCSearch(Strategy):
 
     def _build_decisions(self, model: GraphNet) -> None:
         self.width_keys = model.width_keys()
-        width_options = shared_width_options(model, self.width_keys)
-        decisions = {}
-        for name, layer in model.layers.items():
-            if isinstance(layer, SearchableLayer):
-                if len(layer.bit_options) > 1:
-                    decisions[f"{name}:bits"] = Decision(layer.bit_options)
-                if len(layer.nonzero_options) > 1:
-                    decisions[f"{name}:nonzero"] = Decision(layer.nonzero_options)
-        for key, options in width_options.items():
-            decisions[f"{key}:width"] = Decision(options)
-        for block in model.blocks:
-            decisions[f"{block}:op"] = Decision(OP_OPTIONS)
-        self.decisions = torch.nn.ModuleDict(decisions)
+        decisions = DecisionSpace.of(model, single_options=False).relaxed()
+        self.decisions = decisions
         self.block_of = model.block_of()
         self.sampling_groups: dict[tuple[int, int], list[str]] = {}
         for key, decision in decisions.items():

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from search import cost
-from search.relaxation import Decision
+from search.decisions import DecisionSpace, decision_key
 from search.settings import ZUR_DEFAULTS
 from search.space import GraphNet, SearchableLayer, kept_count
 from search.strategy.budget import select_configuration
@@ -130,18 +130,17 @@ class ZurSearch(UDCSearch):
         """The learned distributions as UDC decisions, so gamma(pi), the repair and the report work as for
         UDC: bits keep their logits; a width group's logits are the binomial's log-probabilities of the
         filter counts each width option keeps (its mode is the argmax)."""
-        decisions = {}
-        for (name, _), logits in zip(layers.items(), bit_alpha):
-            decisions[f"{name}:bits"] = Decision(self.settings["bit_options"])
-            decisions[f"{name}:bits"].logits.data.copy_(logits)
         grid = tuple(k / FILTER_GRID for k in range(1, FILTER_GRID + 1))
+        options, logits = {}, {}
+        for (name, _), alpha in zip(layers.items(), bit_alpha):
+            options[decision_key(name, "bits")] = tuple(self.settings["bit_options"])
+            logits[decision_key(name, "bits")] = alpha
         for (key, channels), alpha in zip(groups.items(), width_alpha):
             binomial = torch.distributions.Binomial(channels - 1, torch.sigmoid(alpha))
-            decision = Decision(grid)
             counts = torch.tensor([kept_count(channels, w) - 1 for w in grid], dtype=torch.float32)
-            decision.logits.data.copy_(binomial.log_prob(counts.clamp(0, channels - 1)))
-            decisions[f"{key}:width"] = decision
-        self.decisions = torch.nn.ModuleDict(decisions)
+            options[decision_key(key, "width")] = grid
+            logits[decision_key(key, "width")] = binomial.log_prob(counts.clamp(0, channels - 1))
+        self.decisions = DecisionSpace(options).relaxed(logits)
 
     def bops(self, model: GraphNet) -> float:
         """BOPs of the selected configuration (appendix F) with 8-bit activations."""
