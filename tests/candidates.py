@@ -52,3 +52,19 @@ def make_candidate(bits: int = 4, nonzero: float = 0.5, seed: int = 0, **spec_ar
         else:
             weights[key] = grid_weights(shape, bits, nonzero, rng)
     return Candidate(spec, weights)
+
+
+def tflite_of(fn, shape, int8: bool = True) -> bytes:
+    """A TFLite model of the TensorFlow function ``fn`` on inputs of ``shape``: full-integer int8 (random
+    calibration) when ``int8``, else plain float32."""
+    import tensorflow as tf
+
+    function = tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([np.random.rand(*shape).astype(np.float32)] for _ in range(8))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()

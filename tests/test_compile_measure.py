@@ -9,6 +9,7 @@ from core.tflite_model import read_tflite
 from harness.measure import layer_sizes, measure_model
 from targets import get_target
 from targets.vela_compiler import VelaSettings, compile_model
+from tests.candidates import tflite_of
 
 
 def test_vela_compiles_in_process_and_reports_sizes(hand_tflite):
@@ -90,23 +91,10 @@ def test_measure_on_vela_target(hand_candidate, hand_tflite, tmp_path):
     assert (tmp_path / "model_vela.tflite").is_file()
 
 
-def _int8_model(fn, shape=(1, 8, 8, 4)):
-    import tensorflow as tf
-
-    function = tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([np.random.rand(*shape).astype(np.float32)] for _ in range(8))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
-
-
 def test_operator_left_on_the_cpu_is_named(tmp_path):
     import tensorflow as tf
 
-    model = _int8_model(lambda x: tf.math.sqrt(x))
+    model = tflite_of(lambda x: tf.math.sqrt(x), (1, 8, 8, 4))
     target = get_target("vela")
     with pytest.raises(HarnessError, match=r"cannot place 1 operator\(s\) on the NPU.*SQRT.*--allow-cpu-ops"):
         measure_model(model, read_tflite(model), target, tmp_path, "sqrt-model")

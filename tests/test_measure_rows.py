@@ -19,29 +19,16 @@ from harness.export import to_int8_tflite
 from harness.measure import measure_model
 from targets import get_target
 from targets.vela_compiler import compile_model
-from tests.candidates import make_candidate
+from tests.candidates import make_candidate, tflite_of
 
 HEADER_BITS = 64
-
-
-def _int8_model(fn, shape) -> bytes:
-    import tensorflow as tf
-
-    function = tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([np.random.rand(*shape).astype(np.float32)] for _ in range(8))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
 
 
 def test_cpu_operators_refused_naming_the_first_three(tmp_path):
     """Four square roots Vela leaves on the CPU: the message counts all four and names the first three."""
     import tensorflow as tf
 
-    model = _int8_model(lambda x: tf.math.sqrt(tf.math.sqrt(tf.math.sqrt(tf.math.sqrt(x + 1.0)))), (1, 4, 4, 2))
+    model = tflite_of(lambda x: tf.math.sqrt(tf.math.sqrt(tf.math.sqrt(tf.math.sqrt(x + 1.0)))), (1, 4, 4, 2))
     operators = compile_model(model).cpu_operators
     assert len(operators) == 4 and all(op.startswith("SQRT") for op in operators)
     with pytest.raises(HarnessError) as caught:

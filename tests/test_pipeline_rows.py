@@ -31,7 +31,7 @@ from harness.pipeline import Evaluation, Pipeline, elapsed, ensure_writable, loa
 from results.store import Store
 from targets import get_target
 from targets.vela_compiler import VelaSettings, compile_model
-from tests.candidates import grid_weights, make_candidate, small_spec
+from tests.candidates import grid_weights, make_candidate, small_spec, tflite_of
 
 EVALUATED = 24
 CALIBRATION = 16
@@ -91,21 +91,6 @@ def host_accuracy(tflite: bytes, images: np.ndarray, labels: np.ndarray) -> tupl
         predictions.append(int(interpreter.get_output(0).ravel().argmax()))
     predictions = np.array(predictions)
     return float((predictions == labels).mean()), float((predictions == 0).mean())
-
-
-def _int8_model(fn, shape, int8: bool = True) -> bytes:
-    """A TFLite model of ``fn``: full-integer int8 when ``int8``, else plain float32."""
-    import tensorflow as tf
-
-    function = tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
-    if int8:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([np.random.rand(*shape).astype(np.float32)] for _ in range(8))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
 
 
 def _candidate(spec: dict, bits: int, nonzero: float, seed: int) -> Candidate:
@@ -306,7 +291,7 @@ def test_float_tflite_is_refused_naming_the_file(tmp_path, store):
     import tensorflow as tf
 
     path = tmp_path / "float.tflite"
-    path.write_bytes(_int8_model(lambda x: tf.nn.relu(x), (1, 4, 4, 2), int8=False))
+    path.write_bytes(tflite_of(lambda x: tf.nn.relu(x), (1, 4, 4, 2), int8=False))
     with pytest.raises(UsageError, match=r"not int8") as caught:
         _pipeline(tmp_path, store, None).measure_tflite(path)
     assert str(caught.value).startswith(f"{path}: input is FLOAT32")
@@ -318,7 +303,7 @@ def test_tflite_with_cpu_operators(tmp_path, store):
     import tensorflow as tf
 
     path = tmp_path / "sqrt.tflite"
-    path.write_bytes(_int8_model(lambda x: tf.math.sqrt(x), (1, 8, 8, 4)))
+    path.write_bytes(tflite_of(lambda x: tf.math.sqrt(x), (1, 8, 8, 4)))
     run_id = store.start_run("measure", {}, {})
     _pipeline(tmp_path / "out", store, None).measure_tflite(path, run_id)
     failed = _stored(store, run_id)
