@@ -114,7 +114,7 @@ class ZurSearch(UDCSearch):
         progress.close()
         self._decisions_from(layers, groups, bit_alpha.detach(), width_alpha.detach())
         select_configuration(model, self.argmax_configuration(model))
-        if s["weight_reset"]:  # the paper's variant: finetune the found configuration from the pretrained weights
+        if s["weight_reset"]:  # finetune the found configuration from the pretrained weights (docs/papers.md)
             model.load_state_dict(self.pretrained)
         self.timings["search_s"] = time.perf_counter() - started
         return model
