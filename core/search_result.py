@@ -61,9 +61,3 @@ class SearchResult:
     def to_meta(self) -> dict:
         """The figures that are set, under their names (what a spec's ``meta`` and a row's ``search`` hold)."""
         return {key: getattr(self, key) for key in self.keys() if getattr(self, key) is not None}
-
-    @property
-    def searched(self) -> bool:
-        """Whether the candidate was searched under a budget (uniform candidates and bring-your-own models
-        were not)."""
-        return self.budget_bytes is not None or self.budget_macs is not None

@@ -18,7 +18,6 @@ import torch
 from search.relaxation import Decision
 from search.space import GraphNet, SearchableLayer
 
-AXES = ("bits", "nonzero", "width", "op")
 OP_OPTIONS = (1.0, 0.0)  # block kept, identity: the expected option is the block's gate
 
 

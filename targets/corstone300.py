@@ -20,11 +20,13 @@ import time
 from pathlib import Path
 
 from core.errors import HarnessError
+from targets import firmware
 from targets.firmware import tflm_checkout
 from targets.model_source import write_model_source
 from targets.serial_link import SerialLink
 from targets.serial_target import TIMED_RUNS, SerialTarget
 from targets.sessions import ProcessSession
+from targets.vela_compiler import VelaSettings, compile_model, vela_version
 
 FVP = "FVP_Corstone_SSE-300_Ethos-U55"
 BOOT_TIMEOUT_S = 60.0
@@ -99,8 +101,6 @@ class Corstone300Target(SerialTarget):
     def __init__(self, accelerator: str | None = None, tflm_root: str | None = None, driver: str | None = None,
                  fvp: str | None = None, **vela_options):
         super().__init__()
-        from targets.vela_compiler import VelaSettings
-
         self.vela_settings = VelaSettings.from_options(accelerator, **vela_options)
         self.vela_options = {key: value for key, value in vela_options.items() if value is not None}
         self.accelerator, self.macs = self.vela_settings.accelerator, self.vela_settings.macs
@@ -110,13 +110,9 @@ class Corstone300Target(SerialTarget):
 
     @property
     def driver(self) -> Path | None:
-        from targets.firmware import find_ethosu_driver
-
-        return find_ethosu_driver(self.tflm_root, self._driver_option)
+        return firmware.find_ethosu_driver(self.tflm_root, self._driver_option)
 
     def available(self) -> str | None:
-        from targets import firmware
-
         reason = firmware.missing_tools() or self.runner_missing()
         if reason:
             return reason
@@ -143,19 +139,13 @@ class Corstone300Target(SerialTarget):
                 "timed_runs": TIMED_RUNS, **self.vela_options}
 
     def tool_versions(self) -> dict:
-        from targets.vela_compiler import vela_version
-        from targets.firmware import find_tflm_library, tool_version
-
-        library = find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u") if self.tflm_root else None
+        library = firmware.find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u") if self.tflm_root else None
         digest = hashlib.sha256(library.read_bytes()).hexdigest()[:12] if library else "none"
-        return {"fvp": tool_version([self.fvp, "--version"]),
-                "arm_gcc": tool_version(["arm-none-eabi-gcc", "--version"]), "vela": vela_version(),
+        return {"fvp": firmware.tool_version([self.fvp, "--version"]),
+                "arm_gcc": firmware.tool_version(["arm-none-eabi-gcc", "--version"]), "vela": vela_version(),
                 "tflm_library": digest}
 
     def build_image(self, tflite: bytes, workdir: Path, label: str, arena_bytes: int) -> Path:
-        from targets import firmware
-        from targets.vela_compiler import compile_model
-
         compiled = compile_model(tflite, self.vela_settings, label=label)
         self._vela_npu_cycles = compiled.npu_cycles
         model_dir = workdir / "corstone300"

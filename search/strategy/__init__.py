@@ -40,7 +40,7 @@ class StrategyEntry:
 
     def settings(self, config: dict) -> dict:
         """The strategy's settings from a loaded config: ``[udc]``, with its own section on top."""
-        return {**config["udc"], **(config.get(self.section) or {} if self.section else {})}
+        return {**config["udc"], **(config.get(self.section) or {})}
 
     def create(self, dataset, budget_bytes: float | None = None, macs: int | None = None,
                settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None,
