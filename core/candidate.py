@@ -34,12 +34,15 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UsageError
+from core.spec_schema import check_structure, check_tensor_size
+from core.weights_archive import read_weights
 
 FORMAT = "udc-candidate/1"
 WEIGHT_OPS = ("conv", "dwconv", "dense")
 OPS = WEIGHT_OPS + ("add", "gap")
 ACTIVATIONS = ("none", "relu", "relu6")
 MAX_SPEC_BITS = 32  # search may model fp32 layers; export refuses anything above 8
+MAX_SPEC_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -90,25 +93,38 @@ class Candidate:
 
 
 def load(directory: str | Path) -> Candidate:
-    """Load and validate a candidate directory; every problem is a one-line UsageError."""
+    """Load and validate a candidate directory; every problem is a one-line UsageError. The spec is
+    checked before the weights, and each weight array's dtype and size before it is decompressed."""
     directory = Path(directory)
     spec_path, weights_path = directory / "spec.json", directory / "weights.npz"
     if not spec_path.is_file():
         raise UsageError(f"{directory}: no spec.json here; a candidate is a directory with spec.json and weights.npz")
     if not weights_path.is_file():
         raise UsageError(f"{directory}: spec.json has no weights.npz beside it; re-export the candidate")
-    try:
-        spec = json.loads(spec_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{spec_path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate the spec") from None
-    try:
-        with np.load(weights_path) as archive:
-            weights = {key: archive[key].astype(np.float32) for key in archive.files}
-    except Exception as exc:  # zipfile, pickle and value errors all mean the same to the user
-        raise UsageError(f"{weights_path}: unreadable weights archive ({exc}); regenerate the candidate") from None
+    spec = read_spec(spec_path)
+    expected = expected_weight_shapes(spec, str(directory))
+    weights = read_weights(weights_path, expected)
     candidate = Candidate(spec=spec, weights=weights)
     validate(candidate, where=str(directory))
     return candidate
+
+
+def read_spec(path: Path) -> dict:
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise UsageError(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_SPEC_BYTES:,} a spec may have; "
+                         "is this the right file?")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}); save the spec as UTF-8 JSON") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate the spec") from None
+    except RecursionError:
+        raise UsageError(f"{path}: JSON nested too deeply to be a candidate spec; fix or regenerate the spec") from None
+    check_structure(spec, str(path))
+    return spec
 
 
 def layer_shapes(spec: dict, where: str = "spec") -> dict[str, tuple[int, ...]]:
@@ -117,14 +133,10 @@ def layer_shapes(spec: dict, where: str = "spec") -> dict[str, tuple[int, ...]]:
     def fail(message: str):
         raise UsageError(f"{where}: {message}")
 
+    check_structure(spec, where)
     if spec.get("format") != FORMAT:
         fail(f"format is {spec.get('format')!r}, expected {FORMAT!r}")
-    input_shape = spec.get("input_shape")
-    if not (isinstance(input_shape, list) and len(input_shape) == 3 and all(isinstance(d, int) and d > 0 for d in input_shape)):
-        fail(f"input_shape must be [H, W, C] positive integers, got {input_shape!r}")
-    layers = spec.get("layers")
-    if not isinstance(layers, list) or not layers:
-        fail("layers must be a non-empty list")
+    input_shape, layers = spec["input_shape"], spec["layers"]  # types and sizes checked by check_structure
     shapes: dict[str, tuple[int, ...]] = {"input": tuple(input_shape)}
     previous = "input"
     for index, layer in enumerate(layers):
@@ -165,6 +177,7 @@ def layer_shapes(spec: dict, where: str = "spec") -> dict[str, tuple[int, ...]]:
             stride = _positive_int(layer, "stride", fail)
             out_channels = in_shape[2] if op == "dwconv" else _positive_int(layer, "out_channels", fail)
             shapes[name] = (math.ceil(in_shape[0] / stride), math.ceil(in_shape[1] / stride), out_channels)
+        check_tensor_size(where, name, "output", shapes[name])
         previous = name
     return shapes
 
@@ -187,6 +200,7 @@ def expected_weight_shapes(spec: dict, where: str = "spec") -> dict[str, tuple[i
         else:
             expected[f"{layer['name']}.weight"] = (cin, out)
         expected[f"{layer['name']}.bias"] = (out,)
+        check_tensor_size(where, layer["name"], "weight tensor", expected[f"{layer['name']}.weight"])
     return expected
 
 
@@ -210,6 +224,8 @@ def validate(candidate: Candidate, where: str = "candidate") -> None:
                 f"{where}: {key} has shape {tuple(candidate.weights[key].shape)} but the spec implies {shape}; "
                 "regenerate weights.npz from the same architecture"
             )
+        if not np.isfinite(candidate.weights[key]).all():
+            raise UsageError(f"{where}: {key} holds NaN or infinite values; finetune or export the candidate again")
     extra = sorted(set(candidate.weights) - set(expected))
     if extra:
         raise UsageError(f"{where}: weights.npz has arrays the spec does not use: {', '.join(extra[:3])}")

@@ -11,3 +11,8 @@ class UsageError(HarnessError):
     """Bad input from the user: wrong flag, malformed file, missing dataset. Exit code 2."""
 
     exit_code = 2
+
+
+class ModelError(HarnessError):
+    """A failure the model itself causes (a compiler rejects it, native code aborts on it): measuring it
+    again fails again, so a resumed run keeps the failed row instead of retrying (``--retry-failed``)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 import warnings
 
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    if debug:  # tracebacks of failed candidates go to a log file under the output directory; --debug shows them too
+        handler = logging.StreamHandler(sys.stderr)
+        logging.getLogger("harness").addHandler(handler)
+        logging.getLogger("harness").setLevel(logging.DEBUG)
     try:
         args = build_parser().parse_args(argv)
         warnings.showwarning = _show_warning

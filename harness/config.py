@@ -102,7 +102,9 @@ def _read(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist; pass the path of a TOML file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML ({exc}); fix the syntax") from None
     _check(data, str(path))

@@ -35,13 +35,14 @@ def evaluation_dataset(candidates: list[Candidate], name: str | None, data_path:
 
 def measure_job(config: dict, target: Target, store: Store, out_dir: Path, candidates: list[Candidate],
                 tflites: list[Path], evaluation: Evaluation, described: dict, repeat: int = 1, force: bool = False,
-                quiet: bool = False, on_record: Callable[[dict], None] = lambda record: None) -> tuple[int, int]:
+                quiet: bool = False, on_record: Callable[[dict], None] = lambda record: None,
+                retry_failed: bool = False) -> tuple[int, int]:
     """Measure every model ``repeat`` times (repeats always re-measure) in one stored run, ``described`` (what
     was asked for) stored with it beside the target and its settings; return (failed, measured)."""
     if repeat < 1:
         raise UsageError(f"--repeat {repeat} must be at least 1")
     pipeline = Pipeline(out_dir, store, target, evaluation, calibration_samples=config["measure"]["calibration_samples"],
-                        force=force, allow_cpu_ops=bool(config["measure"]["allow_cpu_ops"]))
+                        force=force, allow_cpu_ops=bool(config["measure"]["allow_cpu_ops"]), retry_failed=retry_failed)
     run_id = store.start_run("measure", {**described, "target": target.name, "settings": target.settings()},
                              pipeline.provenance)
     jobs = [(pipeline.measure_candidate, c) for c in candidates] + [(pipeline.measure_tflite, p) for p in tflites]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +25,18 @@ import numpy as np
 from core import candidate as candidate_io
 from core.candidate import Candidate
 from core.data import Dataset
-from core.errors import HarnessError, UsageError
+from core.errors import HarnessError, ModelError, UsageError
 from core.search_result import SearchResult
+from core.supervised import worker
 from core.tflite_model import read_tflite, require_int8
 from harness.measure import measure_model
 from harness.provenance import provenance
 from results.store import Store
 from targets.base import Target
+
+log = logging.getLogger("harness")
+CONVERTER = "TF converter"
+CONVERT_SECONDS = 900.0  # the main job's candidates convert in 2-5 s; a 96x96 MobileNetV2 in about 30 s
 
 
 def ensure_writable(out_dir: Path) -> Path:
@@ -66,9 +73,11 @@ class Evaluation:
 
 class Pipeline:
     def __init__(self, out_dir: Path, store: Store, target: Target, evaluation: Evaluation,
-                 calibration_samples: int = 200, force: bool = False, allow_cpu_ops: bool = False):
+                 calibration_samples: int = 200, force: bool = False, allow_cpu_ops: bool = False,
+                 retry_failed: bool = False):
         self.out_dir, self.store, self.target, self.evaluation = out_dir, store, target, evaluation
         self.calibration_samples, self.force, self.allow_cpu_ops = calibration_samples, force, allow_cpu_ops
+        self.retry_failed = retry_failed
         if calibration_samples < 1:
             raise UsageError(f"calibration_samples = {calibration_samples}: calibration needs at least 1 image; "
                              "set [measure] calibration_samples to 1 or more")
@@ -84,30 +93,50 @@ class Pipeline:
         return _digest({**self._settings, "calibration": calibration})
 
     def _cached(self, content_hash: str, settings_key: str) -> dict | None:
+        """The stored measurement, or a stored failure the model itself caused (measuring again would fail
+        again) unless ``retry_failed``; None when it must be measured."""
         if self.force:
             return None
-        row = self.store.find_measurement(content_hash, settings_key)
+        row = self.store.find_measurement(content_hash, settings_key, model_failures=not self.retry_failed)
         if row is not None:
             row["cached"] = True
         return row
 
     def _record(self, run_id: int | None, base: dict, settings_key: str, measured: dict | None,
-                error: str | None) -> dict:
+                error: Exception | None) -> dict:
         record = {**base, "target": self.target.name, "target_settings": self.target.settings(),
                   "settings_key": settings_key, **self.provenance}
         if error is None:
             record.update(measured)
             record["status"] = "ok"
-        else:
-            record.update(status="failed", error=error)
+        elif isinstance(error, HarnessError):
+            record.update(status="failed", error=str(error))
+            if isinstance(error, ModelError):
+                record["model_failure"] = True
+        else:  # a bug: the row says what, the traceback goes to a log file (and the terminal under --debug)
+            path = self.out_dir / "logs" / f"{base['candidate_hash'][:16]}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = getattr(error, "remote_traceback", None) or "".join(traceback.format_exception(error))
+            path.write_text(text)
+            log.debug("%s: unexpected error\n%s", base["candidate_name"], text)
+            detail = f"{type(error).__name__}: {error}" if not hasattr(error, "remote_traceback") else str(error)
+            record.update(status="failed", error=f"{base['candidate_name']}: unexpected {detail} (traceback: {path})",
+                          log=str(path))
         record["id"] = self.store.add_measurement(run_id, record)
         record["cached"] = False
         return record
 
     def measure_candidate(self, candidate: Candidate, run_id: int | None = None) -> dict:
-        """Measure one candidate; a failure is stored as a failed row and returned, never raised."""
+        """Measure one candidate; a failure is stored as a failed row and returned, never raised. Processes
+        measuring the same candidate under the same settings at once store one row: the others wait and
+        find it."""
         content_hash = candidate.content_hash
         settings_key = self.candidate_settings_key(candidate)
+        with self.store.measurement_lock(content_hash, settings_key):
+            return self._measure_candidate(candidate, content_hash, settings_key, run_id)
+
+    def _measure_candidate(self, candidate: Candidate, content_hash: str, settings_key: str,
+                           run_id: int | None) -> dict:
         cached = self._cached(content_hash, settings_key)
         if cached is not None:
             return cached
@@ -123,8 +152,10 @@ class Pipeline:
             measured = measure_model(tflite, read_tflite(tflite, label=candidate.name), self.target,
                                      self.artifact_dir(content_hash), candidate.name, candidate, images, labels,
                                      self.allow_cpu_ops)
-        except HarnessError as exc:
-            return self._record(run_id, base, settings_key, None, str(exc))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one candidate never takes the run down
+            return self._record(run_id, base, settings_key, None, exc)
         return self._record(run_id, base, settings_key, measured, None)
 
     def measure_tflite(self, path: Path, run_id: int | None = None) -> dict:
@@ -133,6 +164,10 @@ class Pipeline:
         require_int8(info, str(path))
         data = path.read_bytes()
         content_hash = hashlib.sha256(data).hexdigest()
+        with self.store.measurement_lock(content_hash, self.settings_key):
+            return self._measure_tflite(path, info, data, content_hash, run_id)
+
+    def _measure_tflite(self, path: Path, info, data: bytes, content_hash: str, run_id: int | None) -> dict:
         cached = self._cached(content_hash, self.settings_key)
         if cached is not None:
             return cached
@@ -144,8 +179,10 @@ class Pipeline:
         try:
             measured = measure_model(data, info, self.target, self.artifact_dir(content_hash), path.stem, None,
                                      images, labels, self.allow_cpu_ops)
-        except HarnessError as exc:
-            return self._record(run_id, base, self.settings_key, None, str(exc))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one model never takes the run down
+            return self._record(run_id, base, self.settings_key, None, exc)
         return self._record(run_id, base, self.settings_key, measured, None)
 
     def artifact_dir(self, content_hash: str) -> Path:
@@ -157,13 +194,18 @@ class Pipeline:
         return self.artifact_dir(candidate.content_hash) / f"model_int8-{calibration}.tflite"
 
     def export(self, candidate: Candidate) -> bytes:
-        """The candidate's int8 TFLite, from the artifact cache when it was exported with this calibration."""
-        from harness.export import to_int8_tflite
+        """The candidate's int8 TFLite, from the artifact cache when it was exported with this calibration.
+        The TF converter runs in its worker process (``core.supervised``): a crash fails this candidate."""
+        from harness.export import check_deployable, to_int8_tflite
 
         path = self.exported_path(candidate)
         if path.is_file() and not self.force:
             return path.read_bytes()
-        tflite = to_int8_tflite(candidate, self.calibration_images(tuple(candidate.spec["input_shape"])))
+        check_deployable(candidate)  # before the worker: a spec error is no conversion's
+        tflite = worker(CONVERTER).call(to_int8_tflite, candidate,
+                                        self.calibration_images(tuple(candidate.spec["input_shape"])),
+                                        label=candidate.name, doing="converting", timeout=CONVERT_SECONDS,
+                                        log=path.parent / "converter.log")
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
         temporary.write_bytes(tflite)

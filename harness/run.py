@@ -26,14 +26,16 @@ from results.store import Store
 from targets import open_target
 
 
-def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, force: bool = False) -> tuple[int, list[dict], Path]:
+def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, force: bool = False,
+            retry_failed: bool = False) -> tuple[int, list[dict], Path]:
     started = time.perf_counter()
     settings = config["run"]
     target = open_target(config)
     dataset = load_dataset(settings["dataset"], settings["data_path"] or None)
     jobs = candidate_jobs(config, dataset, out_dir, quiet)
     pipeline = Pipeline(out_dir, store, target, Evaluation(dataset, config["measure"]["eval_samples"]),
-                        config["measure"]["calibration_samples"], force, config["measure"]["allow_cpu_ops"])
+                        config["measure"]["calibration_samples"], force, config["measure"]["allow_cpu_ops"],
+                        retry_failed)
     run_id = store.start_run("run", config, pipeline.provenance)
     records: list[dict] = []
     status = "failed"
@@ -128,7 +130,8 @@ def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> l
 def _summary(record: dict, meta: dict) -> str:
     name = record.get("candidate_name")
     if record.get("status") != "ok":
-        return f"{name}: FAILED: {record.get('error')}"
+        stored = " (stored failure; --retry-failed measures it again)" if record.get("cached") else ""
+        return f"{name}: FAILED: {record.get('error')}{stored}"
     accuracy = record.get("accuracy_int8")
     accuracy_text = f", int8 accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
     cached = " (cached)" if record.get("cached") else ""

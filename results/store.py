@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 
 from core.errors import HarnessError, UsageError
+from results.locks import measurement_lock
 from results.records import ASSIGNED, coerce, jsonable, measurement_dict, row_dict
 from results.schema import (BUSY_TIMEOUT_MS, MEASUREMENT_COLUMNS, MEASUREMENT_STATUSES, RUN_COLUMNS, RUN_STATUSES,
                             SCHEMA_REVISION, SCHEMA_REVISIONS, SQLITE_MAGIC, STORE_FILENAME, Base, Meta,
@@ -300,15 +301,24 @@ class Store:
             if session.get(RunMember, (run_id, measurement_id)) is None:
                 session.add(RunMember(run_id=run_id, measurement_id=measurement_id))
 
-    def find_measurement(self, candidate_hash: str, settings_key: str) -> dict | None:
-        """The newest successful measurement of this candidate under these target settings, if any."""
+    def find_measurement(self, candidate_hash: str, settings_key: str, model_failures: bool = False) -> dict | None:
+        """The newest successful measurement of this candidate under these target settings, if any; with
+        ``model_failures``, else the newest failure the model itself caused (``extra.model_failure``)."""
         query = (select(Measurement)
-                 .where(Measurement.candidate_hash == candidate_hash, Measurement.settings_key == settings_key,
-                        Measurement.status == "ok")
-                 .order_by(Measurement.id.desc()).limit(1))
+                 .where(Measurement.candidate_hash == candidate_hash, Measurement.settings_key == settings_key)
+                 .order_by(Measurement.id.desc()))
         with self._read() as session:
-            row = session.scalar(query)
+            row = session.scalar(query.where(Measurement.status == "ok").limit(1))
+            if row is None and model_failures:
+                row = next((failed for failed in session.scalars(query.where(Measurement.status == "failed"))
+                            if (failed.extra or {}).get("model_failure")), None)
             return None if row is None else measurement_dict(row)
+
+    def measurement_lock(self, candidate_hash: str, settings_key: str):
+        """Held from the cache lookup to the write of one measurement (``results.locks``)."""
+        database = self.url.database if self._sqlite else None
+        path = Path(database) if database not in (None, "", ":memory:") and not database.startswith("file:") else None
+        return measurement_lock(self.engine, path, f"{candidate_hash}/{settings_key}")
 
     def measurements(self, run_id: int | None = None, since: dt.datetime | None = None) -> list[dict]:
         """All measurements (of one run, its linked cache hits included, and/or created at or after ``since``;

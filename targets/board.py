@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from core.errors import HarnessError
 from targets.corstone300 import Corstone300Target
-from targets.serial_link import SerialLink
+from targets.processes import run_step
+from targets.serial_link import ProtocolError, SerialLink
 from targets.serial_target import TIMED_RUNS
 from targets.sessions import Session
 
@@ -39,11 +39,7 @@ class BoardSession(Session):
             raise HarnessError(f"board: cannot open serial port {port}: {error}") from None
         try:
             self.port.reset_input_buffer()
-            try:
-                flashed = subprocess.run(pyocd_flash_command(elf, pyocd_target, probe), capture_output=True,
-                                         text=True, timeout=FLASH_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                raise HarnessError(f"board: pyocd flash did not finish within {FLASH_TIMEOUT_S:g} s") from None
+            flashed = run_step(pyocd_flash_command(elf, pyocd_target, probe), "board: pyocd flash", FLASH_TIMEOUT_S)
             if flashed.returncode:
                 last = (flashed.stderr or flashed.stdout).strip().splitlines() or ["no output"]
                 raise HarnessError(f"board: pyocd flash failed: {last[-1][:200]}")
@@ -102,4 +98,6 @@ class BoardTarget(Corstone300Target):
 
     def platform_counters(self, figures: dict) -> dict:
         # SysTick runs at the board's 32 MHz CPU clock (th_ticks_per_us): the laps are wall time
+        if "lap_us" not in figures:
+            raise ProtocolError(f"board {self.port}: 'infer' replied without its m-lap-us line")
         return {**super().platform_counters(figures), "latency_s": figures["lap_us"] / TIMED_RUNS / 1e6}

@@ -22,7 +22,6 @@ from pathlib import Path
 from core.errors import HarnessError
 from targets import firmware
 from targets.firmware import tflm_checkout
-from targets.model_source import write_model_source
 from targets.serial_link import SerialLink
 from targets.serial_target import TIMED_RUNS, SerialTarget
 from targets.sessions import ProcessSession
@@ -61,10 +60,11 @@ class FvpSession(ProcessSession):
             if not self._wait_for_port(port_found) or self.terminal_port is None:
                 raise HarnessError(f"{fvp} did not open UART0's terminal within {BOOT_TIMEOUT_S:g} s: "
                                    f"{' / '.join(list(self.output_tail)[-3:]) or 'no output'}")
-            self.connection = self._connect(BOOT_TIMEOUT_S)
+            # the FVP bound this port itself (searching upward from start_port) and announced it: no race
+            self.connection = self.connect(("127.0.0.1", self.terminal_port), BOOT_TIMEOUT_S, "UART0's terminal")
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.link = SerialLink.over_socket(self.connection, timeout_s, label="corstone300")
-            self.boot_lines = self.link.wait_ready("boot")
+            self.boot_lines = self.link.wait_ready("boot", max(timeout_s, BOOT_TIMEOUT_S))
         except BaseException:
             self.close()
             raise
@@ -76,17 +76,6 @@ class FvpSession(ProcessSession):
             if (self.process.poll() is not None and not self._drain.is_alive()) or time.monotonic() > deadline:
                 return port_found.is_set()
         return True
-
-    def _connect(self, within_s: float) -> socket.socket:
-        deadline = time.monotonic() + within_s
-        while True:  # the port may be named a moment before it accepts
-            try:
-                return socket.create_connection(("127.0.0.1", self.terminal_port), timeout=5.0)
-            except OSError as error:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise HarnessError(f"cannot connect to the FVP's UART0 on port {self.terminal_port}: "
-                                       f"{error.strerror or error}") from None
-                time.sleep(0.05)
 
 
 class Corstone300Target(SerialTarget):
@@ -148,12 +137,11 @@ class Corstone300Target(SerialTarget):
     def build_image(self, tflite: bytes, workdir: Path, label: str, arena_bytes: int) -> Path:
         compiled = compile_model(tflite, self.vela_settings, label=label)
         self._vela_npu_cycles = compiled.npu_cycles
-        model_dir = workdir / "corstone300"
-        data = write_model_source(model_dir, compiled.model, label, arena_bytes)
-        return firmware.build(model_dir / "build", "corstone300",
-                              model_source=firmware.FIRMWARE_DIR / "core" / "model_tflm.cc", tflm_root=self.tflm_root,
-                              tflm_library=firmware.find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u"),
-                              model_data=data, ethosu_driver=self.driver)
+        operators = self.firmware_operators(compiled.model, label)
+        return firmware.build_model_image(workdir / "corstone300", "corstone300", compiled.model, label, arena_bytes,
+                                          operators, self.tflm_root,
+                                          firmware.find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u"),
+                                          ethosu_driver=self.driver)
 
     def open_session(self, elf: Path) -> FvpSession:
         return FvpSession(self.fvp, elf, self.macs)

@@ -1,8 +1,9 @@
 """The firmware build driver: the benchmark firmware (firmware/) built with CMake for a platform, and its ELF's sizes.
 
-Builds go under the output directory, one folder per (platform, model) so an unchanged firmware is
-not rebuilt. A model larger than the platform's memory region fails at link time and is reported
-with the linker's sizes.
+Builds go under the output directory, one folder per (platform, model, the model's op list) so an
+unchanged firmware is not rebuilt. A model larger than the platform's memory region fails at link time
+and is reported with the linker's sizes. Every tool runs with a timeout (``STEP_TIMEOUTS_S``); one that
+runs past it is killed and is one HarnessError line naming the step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 
 from core.errors import HarnessError
+from targets.op_resolver import operators_key, write_op_resolver
+from targets.processes import run_step
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 TOOLS = {"cmake": "cmake", "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi"}
@@ -24,6 +27,9 @@ TOOLS = {"cmake": "cmake", "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm
 FLASH_SECTIONS = {".vectors": "code", ".text": "code", ".ARM.exidx": "code", ".rodata": "rodata", ".data": "data",
                   ".model": "model"}
 RAM_SECTIONS = (".data", ".bss", ".heap", ".stack", ".arena")
+# seconds each external step may take before it is killed (2 cores shared with other jobs, generously)
+STEP_TIMEOUTS_S = {"cmake configure": 300.0, "cmake build": 900.0, "arm-none-eabi-size": 60.0,
+                   "TFLM library build": 3 * 3600.0}
 
 
 def missing_tools() -> str | None:
@@ -60,11 +66,31 @@ def build(build_dir: Path, platform: str = "an547", model_source: Path | None = 
         configure += [f"-DTFLM_ROOT={tflm_root}", f"-DTFLM_LIBRARY={tflm_library}", f"-DMODEL_DATA={model_data}"]
     if ethosu_driver is not None:
         configure += [f"-DETHOSU_DRIVER={ethosu_driver}"]
-    for step in (configure, ["cmake", "--build", str(build_dir), "--parallel", "2"]):
-        result = subprocess.run(step, capture_output=True, text=True)
+    for step, command in (("cmake configure", configure),
+                          ("cmake build", ["cmake", "--build", str(build_dir), "--parallel", "2"])):
+        result = run_step(command, f"firmware build ({platform}): {step}", STEP_TIMEOUTS_S[step])
         if result.returncode:
             raise HarnessError(f"firmware build failed ({platform}): {_build_error(result.stdout + result.stderr)}")
     return build_dir / "benchmark.elf"
+
+
+def build_model_image(model_dir: Path, platform: str, tflite: bytes, label: str, arena_bytes: int,
+                      operators: list[str], tflm_root: Path, tflm_library: Path | None,
+                      ethosu_driver: Path | None = None) -> Path:
+    """The firmware with TFLM and ``tflite`` embedded: model_data.c/.h and the op resolver for ``operators``
+    (model_ops.h) written into ``model_dir``, built in a folder keyed by the op list; the ELF's path."""
+    from targets.model_source import write_model_source
+
+    data = write_model_source(model_dir, tflite, label, arena_bytes)
+    write_op_resolver(model_dir, operators)
+    return build(image_build_dir(model_dir, operators), platform,
+                 model_source=FIRMWARE_DIR / "core" / "model_tflm.cc", tflm_root=tflm_root, tflm_library=tflm_library,
+                 model_data=data, ethosu_driver=ethosu_driver)
+
+
+def image_build_dir(model_dir: Path, operators: list[str]) -> Path:
+    """The build folder of a model's image: one per op list, so an image is never reused for another."""
+    return model_dir / f"build-{operators_key(operators)}"
 
 
 def _build_error(output: str) -> str:
@@ -81,7 +107,11 @@ def _build_error(output: str) -> str:
 
 def section_sizes(elf: Path) -> dict[str, int]:
     """Bytes per allocated section of ``elf`` (arm-none-eabi-size -A)."""
-    result = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True)
+    step = "arm-none-eabi-size"
+    result = run_step([step, "-A", str(elf)], step, STEP_TIMEOUTS_S[step])
+    if result.returncode:
+        last = (result.stderr or result.stdout).strip().splitlines() or [f"exit status {result.returncode}"]
+        raise HarnessError(f"arm-none-eabi-size cannot read {elf}: {last[-1][:200]}")
     sizes = {}
     for line in result.stdout.splitlines():
         parts = line.split()
@@ -114,6 +144,15 @@ TFLM_DOWNLOADS = {
     "cmsis_nn": "CMSIS-NN 4ab83cc3",
 }
 KERNELS = {"cmsis_nn": "OPTIMIZED_KERNEL_DIR=cmsis_nn", "reference": ""}
+# TFLM's optimised build that keeps its error strings (MicroPrintf), so the firmware can say why a model
+# failed to set up; "release" strips them (TFLM's Makefile: the latencies of the two are close).
+TFLM_BUILD_TYPE = "release_with_logs"
+# TFLM's optimisation levels, plus -fno-if-conversion2: GCC 12 then emits no IT-predicated VCVT, which
+# binutils before 2.41 misreads under MVE as VCVTN ("syntax error -- `vcvtne.f32.s32'", in
+# kernels/resize_nearest_neighbor.cc of this build type; binutils commit 656412a7 fixes the assembler).
+TFLM_MAKE_FLAGS = ("CORE_OPTIMIZATION_LEVEL=-Os -fno-if-conversion2",
+                   "KERNEL_OPTIMIZATION_LEVEL=-O2 -fno-if-conversion2",
+                   "THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL=-O2 -fno-if-conversion2")
 # The Ethos-U core driver TFLM pins (tools/make/ethos_u_core_driver_download.sh), for corstone300 builds.
 ETHOSU_DRIVER_PIN = "ethos-u-core-driver 9622608a (gitlab.arm.com/artificial-intelligence/ethos-u/ethos-u-core-driver)"
 
@@ -191,7 +230,8 @@ def tflm_cache(root: Path, kernels: str, coprocessor: str | None = None) -> Path
     """Where the harness keeps the library built from ``root`` with ``kernels``: one per (TFLM sources, flags)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "udc-harness" / "tflm"
     flags = f"{kernels}|{coprocessor}" if coprocessor else kernels
-    key = hashlib.sha256(f"{tflm_fingerprint(root.resolve())}|cortex-m55|release|{flags}".encode()).hexdigest()[:12]
+    fingerprint = f"{tflm_fingerprint(root.resolve())}|cortex-m55|{TFLM_BUILD_TYPE}|{'|'.join(TFLM_MAKE_FLAGS)}|{flags}"
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
     return base / f"{kernels}{'-' + coprocessor if coprocessor else ''}-{key}"
 
 
@@ -200,8 +240,8 @@ def find_tflm_library(root: Path, kernels: str = "cmsis_nn", coprocessor: str | 
     then the checkout's own gen/."""
     suffix = ("_cmsis_nn" if kernels == "cmsis_nn" else "") + (f"_{coprocessor}" if coprocessor else "")
     for base in (tflm_cache(root, kernels, coprocessor), root / "gen"):
-        for folder in (f"cortex_m_generic_cortex-m55_release{suffix}_gcc",
-                       f"cortex_m_generic_cortex-m55_release{suffix}"):
+        for folder in (f"cortex_m_generic_cortex-m55_{TFLM_BUILD_TYPE}{suffix}_gcc",
+                       f"cortex_m_generic_cortex-m55_{TFLM_BUILD_TYPE}{suffix}"):
             library = base / folder / "lib" / "libtensorflow-microlite.a"
             if library.is_file():
                 return library
@@ -221,14 +261,15 @@ def build_tflm(root: Path, kernels: str = "cmsis_nn", ethosu_driver: Path | None
     if missing:
         raise HarnessError(f"TFLM checkout incomplete: {missing[0]} (run 'python -m harness firmware check')")
     command = ["nice", "make", "-f", "tensorflow/lite/micro/tools/make/Makefile", "TARGET=cortex_m_generic",
-               "TARGET_ARCH=cortex-m55", "TARGET_TOOLCHAIN_ROOT=/usr/bin/", "BUILD_TYPE=release",
+               "TARGET_ARCH=cortex-m55", "TARGET_TOOLCHAIN_ROOT=/usr/bin/", f"BUILD_TYPE={TFLM_BUILD_TYPE}",
                f"BASE_GENDIR={tflm_cache(root, kernels, coprocessor)}", f"-j{min(2, os.cpu_count() or 1)}", "microlite"]
-    command += [KERNELS[kernels]] if KERNELS[kernels] else []
+    command += [*TFLM_MAKE_FLAGS, *([KERNELS[kernels]] if KERNELS[kernels] else [])]
     if coprocessor:
         command += ["CO_PROCESSOR=ethos_u", "ETHOSU_ARCH=u55", f"ETHOSU_DRIVER_PATH={ethosu_driver}"]
     # TFLM's build scripts need numpy and Pillow: put this interpreter's environment first on PATH
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    result = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True)
+    result = run_step(command, "TFLM library build (make)", STEP_TIMEOUTS_S["TFLM library build"], cwd=root,
+                      env=environment)
     library = find_tflm_library(root, kernels, coprocessor)
     if result.returncode or library is None:
         raise HarnessError(f"TFLM library build failed: {_build_error(result.stdout + result.stderr)}")

@@ -2,40 +2,45 @@
 
 QEMU runs with ``-icount shift=5`` so the SysTick counts instructions deterministically
 (docs/papers.md, measured facts: DWT and PMU cycle counters read 0 under QEMU; report instructions, never cycles). The
-first UART is a TCP server with nodelay; the firmware exits through semihosting with its own code.
-Every QEMU started here is killed when its session closes, whatever happened.
+first UART is a Unix socket server in a private temporary folder (mode 0700: no port to race for, and no
+other user can connect); QEMU waits for the harness to connect before it runs the firmware, so no boot
+line is lost. The firmware exits through semihosting with its own code. Every QEMU started here is
+killed when its session closes, whatever happened, and by the kernel when the harness dies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
-import time
+import tempfile
 from pathlib import Path
 
 from core.errors import HarnessError
 from targets.firmware import tflm_checkout
-from targets.model_source import write_model_source
 from targets.serial_link import ProtocolError, SerialLink
 from targets.serial_target import TIMED_RUNS, SerialTarget
 from targets.sessions import ProcessSession
 
 BOOT_TIMEOUT_S = 20.0
+SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def qemu_command(elf: Path, port: int) -> list[str]:
-    """QEMU's command line: -icount makes SysTick ticks instructions; nodelay keeps round trips short."""
+def qemu_command(elf: Path, uart_socket: Path) -> list[str]:
+    """QEMU's command line: -icount makes SysTick ticks instructions; UART0 is a Unix socket server that
+    holds QEMU back until the harness connects (wait=on)."""
     return ["qemu-system-arm", "-M", "mps3-an547", "-nographic", "-monitor", "none",
             "-semihosting-config", "enable=on,target=native", "-icount", "shift=5,align=off,sleep=off",
-            "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on", "-kernel", str(elf)]
+            "-chardev", f"socket,id=uart0,path={uart_socket},server=on,wait=on", "-serial", "chardev:uart0",
+            "-kernel", str(elf)]
+
+
+def _private_folder() -> Path:
+    """A fresh folder only this user can enter, with a path short enough for a Unix socket inside it."""
+    base = tempfile.gettempdir()
+    if len(base) > SOCKET_PATH_MAX - 30:
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="udc-qemu-", dir=base))
 
 
 class QemuSession(ProcessSession):
@@ -45,39 +50,31 @@ class QemuSession(ProcessSession):
     def __init__(self, elf: Path, timeout_s: float = 10.0):
         if shutil.which("qemu-system-arm") is None:
             raise HarnessError("qemu-system-arm not found on PATH; install with: apt-get install qemu-system-arm")
-        self.port = _free_port()
-        super().__init__(qemu_command(elf, self.port), stream="stderr")
+        self.folder = _private_folder()
+        self.uart_socket = self.folder / "uart0.sock"
         try:
-            self.connection = self._connect()
+            super().__init__(qemu_command(elf, self.uart_socket), stream="stderr")
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+        try:
+            self.connection = self.connect(self.uart_socket, BOOT_TIMEOUT_S, "its UART")
             self.link = SerialLink.over_socket(self.connection, timeout_s, label="qemu-an547")
             try:
-                self.boot_lines = self.link.wait_ready("boot")
+                self.boot_lines = self.link.wait_ready("boot", max(timeout_s, BOOT_TIMEOUT_S))
             except ProtocolError as error:
                 raise self._exit_reason("while booting") or error from None
         except BaseException:
             self.close()
             raise
 
-    def _connect(self) -> socket.socket:
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise self._exit_reason("before its UART opened")
-            try:
-                return socket.create_connection(("127.0.0.1", self.port), timeout=1.0)
-            except OSError:
-                time.sleep(0.05)
-        raise HarnessError(f"qemu-system-arm did not open its UART within {BOOT_TIMEOUT_S:g} s")
-
     def _exit_reason(self, when: str) -> HarnessError | None:
         """QEMU's exit status and last stderr lines as one error, if it has exited (or does within a second)."""
         try:
-            code = self.process.wait(1.0)
+            self.process.wait(1.0)
         except subprocess.TimeoutExpired:
             return None
-        self._drain.join(5)
-        return HarnessError(f"qemu-system-arm exited with {code} {when}: "
-                            f"{' / '.join(self.output_tail)[:300] or 'no output'}")
+        return self.exit_error(when)
 
     def exit(self, code: int = 0, timeout_s: float = 10.0) -> int:
         """Ask the firmware to exit with ``code``; QEMU's exit status (the firmware's)."""
@@ -86,6 +83,10 @@ class QemuSession(ProcessSession):
             return self.process.wait(timeout_s)
         finally:
             self.close()
+
+    def close(self) -> None:
+        super().close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class QemuAn547Target(SerialTarget):
@@ -132,11 +133,9 @@ class QemuAn547Target(SerialTarget):
     def build_image(self, tflite: bytes, workdir: Path, label: str, arena_bytes: int) -> Path:
         from targets import firmware
 
-        model_dir = workdir / "an547"
-        data = write_model_source(model_dir, tflite, label, arena_bytes)
-        return firmware.build(model_dir / "build", "an547",
-                              model_source=firmware.FIRMWARE_DIR / "core" / "model_tflm.cc", tflm_root=self.tflm_root,
-                              tflm_library=firmware.find_tflm_library(self.tflm_root, self.kernels), model_data=data)
+        operators = self.firmware_operators(tflite, label)  # an operator TFLM lacks stops here, before building
+        return firmware.build_model_image(workdir / "an547", "an547", tflite, label, arena_bytes, operators,
+                                          self.tflm_root, firmware.find_tflm_library(self.tflm_root, self.kernels))
 
     def open_session(self, elf: Path) -> QemuSession:
         return QemuSession(elf)

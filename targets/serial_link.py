@@ -20,6 +20,7 @@ from core.errors import HarnessError
 
 HEX_CHUNK_BYTES = 1024  # per "db HEX%" command: 2 KB of hex, inside the firmware's 4 KB command buffer
 COUNT = r"([0-9]{1,20})"  # a figure the firmware prints: a uint64 has at most 20 digits
+INFERENCE_S = 5.0  # each inference an 'infer' asks for adds this much (at least) to its reply's deadline
 
 
 class ProtocolError(HarnessError):
@@ -28,16 +29,22 @@ class ProtocolError(HarnessError):
 
 class SerialLink:
     """Commands and replies over ``read(n) -> bytes`` (b"" when closed; raises TimeoutError on silence)
-    and ``write(bytes)``."""
+    and ``write(bytes)``; ``set_timeout(seconds)``, when given, bounds each read by the time left.
 
-    def __init__(self, read, write, timeout_s: float = 10.0, label: str = "target"):
+    Each reply has a deadline: ``timeout_s``, and for ``infer`` that plus an allowance per inference asked
+    for (``inference_s``, raised to four times the slowest inference seen on this link), so ten timed runs
+    of a slow model are not taken for a silent target."""
+
+    def __init__(self, read, write, timeout_s: float = 10.0, label: str = "target", set_timeout=None,
+                 inference_s: float = INFERENCE_S):
         self._read, self._write, self.timeout_s, self.label = read, write, timeout_s, label
+        self._set_timeout, self.inference_s = set_timeout, inference_s
         self._buffer = b""
 
     @classmethod
     def over_socket(cls, connection: socket.socket, timeout_s: float = 10.0, label: str = "target") -> "SerialLink":
         connection.settimeout(timeout_s)
-        return cls(connection.recv, connection.sendall, timeout_s, label)
+        return cls(connection.recv, connection.sendall, timeout_s, label, set_timeout=connection.settimeout)
 
     @classmethod
     def over_serial(cls, port, timeout_s: float = 10.0, label: str = "target") -> "SerialLink":
@@ -50,16 +57,24 @@ class SerialLink:
                 raise TimeoutError
             return data
 
-        return cls(read, port.write, timeout_s, label)
+        def set_timeout(seconds: float) -> None:
+            port.timeout = seconds
 
-    def read_line(self, deadline: float) -> str:
+        return cls(read, port.write, timeout_s, label, set_timeout=set_timeout)
+
+    def read_line(self, deadline: float, during: str = "", timeout_s: float | None = None) -> str:
+        silent = (f"{self.label}: no reply{f' to {during!r}' if during else ''} within "
+                  f"{timeout_s or self.timeout_s:g} s (silent target)")
         while b"\n" not in self._buffer:
-            if time.monotonic() > deadline:
-                raise ProtocolError(f"{self.label}: no reply within {self.timeout_s:g} s (silent target)")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError(silent)
             try:
+                if self._set_timeout is not None:
+                    self._set_timeout(left)
                 chunk = self._read(4096)
             except (TimeoutError, socket.timeout):
-                raise ProtocolError(f"{self.label}: no reply within {self.timeout_s:g} s (silent target)") from None
+                raise ProtocolError(silent) from None
             except OSError as error:
                 raise ProtocolError(f"{self.label}: link failed ({error.strerror or error})") from None
             if not chunk:
@@ -74,12 +89,13 @@ class SerialLink:
             raise ProtocolError(f"{self.label}: garbled line on the link: {line[:60]!r}")
         return line
 
-    def wait_ready(self, during: str = "boot") -> list[str]:
-        """Lines up to m-ready; an e-[...] line raises after the m-ready that follows it."""
-        deadline = time.monotonic() + self.timeout_s
+    def wait_ready(self, during: str = "boot", timeout_s: float | None = None) -> list[str]:
+        """Lines up to m-ready, within ``timeout_s`` (default: the link's); an e-[...] line raises after the
+        m-ready that follows it."""
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
         lines, error = [], None
         while True:
-            line = self.read_line(deadline)
+            line = self.read_line(deadline, during, timeout_s)
             if not line:
                 continue
             if line == "m-init-done" and during != "boot":
@@ -93,12 +109,12 @@ class SerialLink:
             raise ProtocolError(f"{self.label}: '{during}' failed on the target: {error}")
         return lines
 
-    def command(self, text: str) -> list[str]:
+    def command(self, text: str, timeout_s: float | None = None) -> list[str]:
         try:
             self._write(f"{text}%".encode("ascii"))
         except OSError as error:  # the target went away since its last reply
             raise ProtocolError(f"{self.label}: link failed ({error.strerror or error})") from None
-        return self.wait_ready(text.split(" ")[0] if not text.startswith("db ") else "db")
+        return self.wait_ready(text.split(" ")[0] if not text.startswith("db ") else "db", timeout_s)
 
     # -- the benchmark steps
 
@@ -127,7 +143,10 @@ class SerialLink:
             raise ProtocolError(f"{self.label}: the last 'db' chunk of {len(data)} bytes was not answered m-load-done")
 
     def infer(self, runs: int = 1, warmups: int = 0) -> dict:
-        lines = self.command(f"infer {runs} {warmups}")
+        inferences = max(1, runs + warmups)
+        started = time.monotonic()
+        lines = self.command(f"infer {runs} {warmups}", self.timeout_s + self.inference_s * inferences)
+        self.inference_s = max(self.inference_s, 4 * (time.monotonic() - started) / inferences)
         figures = {}
         for line in lines:
             # m-lap-us-N, m-instructions-N and the platform's counters (m-npu-active-cycles-N, ...)

@@ -44,11 +44,19 @@ class SerialTarget(Target):
         """Store figures from the platform's m- counter lines of one timed ``infer``; none by default."""
         return {}
 
+    def firmware_operators(self, tflite: bytes, label: str) -> list[str]:
+        """The operators the firmware's op resolver registers: the model's own (one HarnessError line
+        naming an operator TFLM has no kernel for)."""
+        from targets.op_resolver import model_operators
+
+        return model_operators(tflite, label)
+
     def prepare(self, tflite: bytes, workdir: Path, label: str) -> None:
         from targets import firmware
         from targets.host_tflm import HostTFLM
 
         self.close()
+        self.firmware_operators(tflite, label)  # an operator TFLM lacks is named before anything is built
         self._host = HostTFLM(tflite)
         elf = self.build_image(tflite, workdir, label, self._host.arena_bytes() + ARENA_MARGIN_BYTES)
         self._memory = firmware.memory_figures(elf)
@@ -66,7 +74,12 @@ class SerialTarget(Target):
         return output, figures
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
-        return np.stack([self._run(sample, 1)[0] for sample in np.asarray(inputs)])
+        outputs = [self._run(sample, 1)[0] for sample in np.asarray(inputs)]
+        for index, output in enumerate(outputs):
+            if output.size != outputs[0].size:
+                raise ProtocolError(f"{self._session.link.label}: 'results' replied {outputs[0].size} values for "
+                                    f"sample 0 and {output.size} for sample {index}")
+        return np.stack(outputs)
 
     def counters(self) -> dict:
         sample = np.random.default_rng(0).integers(-128, 128, self._host.input_shape, dtype=np.int8)

@@ -40,10 +40,10 @@ class VelaTarget(Target):
         return {"vela": vela_version(), "tflite_micro": tflm_version()}
 
     def prepare(self, tflite: bytes, workdir: Path, label: str) -> None:
-        self._compiled = compile_model(tflite, self.vela_settings, label=label)
         workdir.mkdir(parents=True, exist_ok=True)
+        self._compiled = compile_model(tflite, self.vela_settings, label=label, log=workdir / "vela.log")
         (workdir / "model_vela.tflite").write_bytes(self._compiled.model)
-        self._host = HostTFLM(tflite)
+        self._host = HostTFLM(tflite, label=label, log=workdir / "host-tflm.log")
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         return self._host.infer(inputs)

@@ -13,7 +13,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import HarnessError, UsageError
+from core.errors import HarnessError, ModelError, UsageError
+from core.supervised import worker
 from core.tflite_model import read_tflite
 
 MACS = (32, 64, 128, 256)  # the Ethos-U55's configurations: MACs per cycle
@@ -21,6 +22,8 @@ ACCELERATORS = tuple(f"ethos-u55-{macs}" for macs in MACS)
 DEFAULT_ACCELERATOR = "ethos-u55-128"
 DEFAULT_SYSTEM_CONFIG = "Ethos_U55_High_End_Embedded"
 DEFAULT_MEMORY_MODE = "Shared_Sram"
+WORKER = "Vela compiler"
+COMPILE_SECONDS = 600.0  # the main job's networks compile in 10-30 ms, MobileNetV2 at 96x96 in seconds
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,16 @@ def validate_settings(settings: VelaSettings) -> None:
         raise UsageError(f"unknown Vela optimise strategy {settings.optimise!r}; choose Performance or Size")
 
 
-def compile_model(tflite: bytes, settings: VelaSettings = VelaSettings(), label: str = "model") -> CompiledModel:
+def compile_model(tflite: bytes, settings: VelaSettings = VelaSettings(), label: str = "model",
+                  log: Path | None = None) -> CompiledModel:
+    """Compile in the Vela worker process (``core.supervised``): a crash or a hang of Vela's native
+    compiler fails this model (``NativeCrash``), not the harness."""
     validate_settings(settings)
+    return worker(WORKER).call(compile_in_process, tflite, settings, label, label=label, doing="compiling",
+                               timeout=COMPILE_SECONDS, log=log)
+
+
+def compile_in_process(tflite: bytes, settings: VelaSettings = VelaSettings(), label: str = "model") -> CompiledModel:
     from ethosu import regor
     from ethosu.vela import vela as vela_cli
     from ethosu.vela.architecture_features import ArchitectureFeatures
@@ -116,7 +127,7 @@ def compile_model(tflite: bytes, settings: VelaSettings = VelaSettings(), label:
     try:
         compiled = regor.compile(accelerator, tflite, "TFLITE", system_config, options=options, verbose=False)
     except Exception as exc:
-        raise HarnessError(f"{label}: Vela could not compile the model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise ModelError(f"{label}: Vela could not compile the model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     report = compiled.perf_report
     memories = {str(name).lower(): m.peakUsage for name, m in report.memories.items()}
     sram = memories.get("sram", 0)
@@ -149,13 +160,19 @@ def vela_version() -> str:
 
 def per_operator_cycles(tflite: bytes, settings: VelaSettings = VelaSettings()) -> list[tuple[str, int]]:
     """(TFLite output tensor name, Vela's cycle estimate) per operator, from the CLI's
-    ``--verbose-performance`` per-layer report (the in-process report has totals only); ~0.3 s."""
+    ``--verbose-performance`` per-layer report (the in-process report has totals only); ~0.3 s, in the
+    Vela worker process."""
+    validate_settings(settings)
+    return worker(WORKER).call(_per_operator_cycles, tflite, settings, label="a layer-cost model",
+                               doing="compiling", timeout=COMPILE_SECONDS)
+
+
+def _per_operator_cycles(tflite: bytes, settings: VelaSettings) -> list[tuple[str, int]]:
     import csv
     import tempfile
 
     from ethosu.vela import vela as vela_cli
 
-    validate_settings(settings)
     with tempfile.TemporaryDirectory(prefix="vela-layers-") as workdir:
         model = Path(workdir) / "model.tflite"
         model.write_bytes(tflite)

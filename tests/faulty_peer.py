@@ -143,6 +143,7 @@ class PeerSession(Session):
         else:
             self.port = peer.host_end
             self.link = SerialLink.over_socket(peer.host_end, timeout_s, label="peer")
+        self.link.inference_s = 0.1  # the peer answers at once: a silent one is told within 1 s + 0.1 s a run
         peer.boot()
         self.boot_lines = self.link.wait_ready("boot")
 

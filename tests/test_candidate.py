@@ -47,7 +47,7 @@ def _write(tmp_path, candidate):
     (lambda c: c.spec["layers"][1].__setitem__("nonzero", 1.5), "nonzero=1.5 must be in (0, 1]"),
     (lambda c: c.spec["layers"][0].__setitem__("op", "lstm"), "unknown op 'lstm'"),
     (lambda c: c.spec["layers"][3].__setitem__("inputs", ["stem", "nowhere"]), "add needs 'inputs'"),
-    (lambda c: c.spec.__setitem__("input_shape", [28, 28]), "input_shape must be"),
+    (lambda c: c.spec.__setitem__("input_shape", [28, 28]), "$.input_shape: expected [H, W, C]"),
     (lambda c: c.weights.pop("fc.bias"), "lacks fc.bias"),
 ])
 def test_malformed_spec_is_one_clear_usage_error(tmp_path, mutate, message):

@@ -35,7 +35,7 @@ def test_a_complete_checkout_passes_and_its_library_is_found_in_the_cache_first(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = _checkout(tmp_path / "tflm")
     assert main(["firmware", "check", "--tflm-root", str(root)]) == 0
-    built = root / "gen" / "cortex_m_generic_cortex-m55_release_cmsis_nn_gcc" / "lib" / "libtensorflow-microlite.a"
+    built = root / "gen" / "cortex_m_generic_cortex-m55_release_with_logs_cmsis_nn_gcc" / "lib" / "libtensorflow-microlite.a"
     built.parent.mkdir(parents=True)
     built.write_bytes(b"!<arch>\n")
     assert firmware.find_tflm_library(root) == built

@@ -167,7 +167,7 @@ def test_well_formed_replies_in_any_pieces_give_exactly_their_lines_in_turn(firs
     with no_hang():
         assert link.command("name") == first[0]
         assert link.command("name") == second[0]
-        with pytest.raises(ProtocolError, match=r"^prop: no reply within 60 s \(silent target\)$"):
+        with pytest.raises(ProtocolError, match=r"^prop: no reply to 'name' within 60 s \(silent target\)$"):
             link.command("name")
 
 

@@ -56,7 +56,7 @@ def test_results_parse_into_int8():
 @pytest.mark.parametrize("replies,message", [
     ({"name": [b"m-name-dut-[\xff\xfe]\r\nm-ready\r\n"]}, "garbled bytes on the link"),
     ({"name": [b"\x07\x1bxx\r\nm-ready\r\n"]}, "garbled line on the link"),
-    ({"name": None}, "no reply within 0.5 s"),
+    ({"name": None}, "no reply to 'name' within 0.5 s"),
     ({"name": "close"}, "link closed mid-reply"),
     ({"name": [b"m-init-done\r\nm-ready\r\n"]}, "the target reset during 'name'"),
     ({"infer": [b"m-warmup-start-1\r\ne-[arena too small]\r\nm-ready\r\n"]}, "'infer' failed on the target: arena too small"),

@@ -105,7 +105,7 @@ def test_a_link_made_without_settings_reports_a_10_s_timeout_as_target():
     host.settimeout(0.2)  # the socket itself gives up early; the link reports its own setting
     try:
         link = SerialLink(host.recv, host.sendall)
-        with pytest.raises(ProtocolError, match=r"^target: no reply within 10 s \(silent target\)$"):
+        with pytest.raises(ProtocolError, match=r"^target: no reply to 'name' within 10 s \(silent target\)$"):
             link.command("name")
         assert device.recv(64) == b"name%"
     finally:
@@ -174,7 +174,7 @@ def test_a_target_that_babbles_without_ending_a_line_times_out():
     try:
         link = SerialLink.over_socket(host, 0.3, label="chatty")
         started = time.monotonic()
-        with pytest.raises(ProtocolError, match=r"^chatty: no reply within 0.3 s \(silent target\)$"):
+        with pytest.raises(ProtocolError, match=r"^chatty: no reply to 'boot' within 0.3 s \(silent target\)$"):
             link.wait_ready("boot")
         assert time.monotonic() - started < 3
     finally:
@@ -337,7 +337,7 @@ def test_a_serial_link_takes_a_waiting_reply_in_a_few_reads_not_byte_by_byte(pty
 def test_a_silent_serial_port_is_a_silent_target(pty_peers):
     peer = pty_peers({})
     link = SerialLink.over_serial(peer.port, 0.3, label="board")
-    with pytest.raises(ProtocolError, match=r"^board: no reply within 0.3 s \(silent target\)$"):
+    with pytest.raises(ProtocolError, match=r"^board: no reply to 'name' within 0.3 s \(silent target\)$"):
         link.command("name")
     assert peer.commands == ["name"]
 

@@ -27,6 +27,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--eval-samples", type=int, default=0, help="test images for accuracy (0 = all, the default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per model on stdout")
     parser.add_argument("--force", action="store_true", help="re-measure even when the store has this measurement")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="measure again models whose stored failure they caused themselves (a compiler error, a crash)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure each model N times (samples for 'regress'; repeats always re-measure)")
 
@@ -53,7 +55,8 @@ def main(args) -> int:
         if args.json:
             print(json.dumps(_json_record(record)), flush=True)
         elif record.get("status") != "ok":
-            print(f"{record['candidate_name']}: FAILED: {record['error']}", file=sys.stderr)
+            stored = " (stored failure; --retry-failed measures it again)" if record.get("cached") else ""
+            print(f"{record['candidate_name']}: FAILED: {record['error']}{stored}", file=sys.stderr)
         else:
             print(_text_record(record))
 
@@ -62,7 +65,7 @@ def main(args) -> int:
                                        Evaluation(dataset, args.eval_samples),
                                        {"candidates": [str(p) for p in args.candidate],
                                         "tflite": [str(p) for p in args.tflite]},
-                                       args.repeat, args.force, args.quiet or args.json, show)
+                                       args.repeat, args.force, args.quiet or args.json, show, args.retry_failed)
     if failed:
         print(f"error: {failed} of {measured} measurement(s) failed; they are stored with their errors", file=sys.stderr)
     return 1 if failed else 0

@@ -14,6 +14,8 @@ def add_parser(commands) -> None:
     training_options(parser, full_help="full training and test set")
     parser.add_argument("--eval-samples", type=int, help="test images for int8 accuracy (0 = all)")
     parser.add_argument("--force", action="store_true", help="re-measure candidates already in the store")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="measure again models whose stored failure they caused themselves (a compiler error, a crash)")
     parser.add_argument("--budgets", help="compressed-size budgets for the searches, comma-separated (default: 24KB)")
     parser.add_argument("--strategies", help=f"comma-separated subset of uniform,{','.join(SEARCH_STRATEGIES)} "
                         "(default: uniform,udc,random)")
@@ -35,5 +37,6 @@ def main(args) -> int:
     config = load_config(args.config, overrides)
     out_dir = output_dir(args, config["run"]["out"])
     with open_store(args, out_dir) as store:
-        _, records, _ = run_job(config, out_dir, store, quiet=args.quiet, force=args.force)
+        _, records, _ = run_job(config, out_dir, store, quiet=args.quiet, force=args.force,
+                                retry_failed=args.retry_failed)
     return 1 if any(r.get("status") != "ok" for r in records) else 0
