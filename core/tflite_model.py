@@ -72,8 +72,8 @@ def read_tflite(source: str | Path | bytes, label: str | None = None) -> TFLiteI
         raise UsageError(f"{label}: not a TFLite flatbuffer (no TFL3 identifier); pass a .tflite file written by the TFLite converter")
     try:
         return _parse(data)
-    except UsageError:
-        raise
+    except UsageError as exc:
+        raise UsageError(f"{label}: {exc}; re-export the model or copy it again") from None
     except Exception as exc:  # flatbuffers reports truncation as struct/index errors
         raise UsageError(f"{label}: truncated or corrupt TFLite file ({type(exc).__name__}); re-export or copy it again") from None
 
@@ -108,11 +108,19 @@ def _parse(data: bytes) -> TFLiteInfo:
         operators.append(OperatorInfo(opcodes[op.OpcodeIndex()],
                                       [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else [],
                                       [int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else []))
-    info = TFLiteInfo(tensors, operators,
-                      [int(x) for x in graph.InputsAsNumpy()], [int(x) for x in graph.OutputsAsNumpy()], len(data))
+    inputs = [int(x) for x in graph.InputsAsNumpy()] if graph.InputsLength() else []
+    outputs = [int(x) for x in graph.OutputsAsNumpy()] if graph.OutputsLength() else []
+    if not inputs or not outputs:
+        raise UsageError(f"model has no {'input' if not inputs else 'output'} tensor")
+    count = len(tensors)
+    for where, index in [("graph input", i) for i in inputs] + [("graph output", i) for i in outputs] + \
+            [(f"operator {n} ({op.name})", i) for n, op in enumerate(operators) for i in op.inputs + op.outputs]:
+        if not (-1 <= index < count) or (index == -1 and where.startswith("graph")):
+            raise UsageError(f"{where} refers to tensor {index}, but the model has {count}")
+    info = TFLiteInfo(tensors, operators, inputs, outputs, len(data))
     seen = set()
     for op in operators:
-        if op.name in WEIGHT_OPERATORS and len(op.inputs) > 1 and op.inputs[1] not in seen:
+        if op.name in WEIGHT_OPERATORS and len(op.inputs) > 1 and op.inputs[1] >= 0 and op.inputs[1] not in seen:
             weight = tensors[op.inputs[1]]
             if weight.data is not None:
                 seen.add(weight.index)

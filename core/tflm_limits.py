@@ -19,7 +19,7 @@ SOFTMAX_MIN_SCALE = 2.0 ** -26  # beta * scale must exceed this; the converter w
 def check_tflm_can_run(info: TFLiteInfo, label: str) -> None:
     """Raise ModelError naming the operator, the tensor and the fix when TFLM would abort on ``info``."""
     for op in info.operators:
-        if op.name != "SOFTMAX" or not op.inputs:
+        if op.name != "SOFTMAX" or not op.inputs or op.inputs[0] < 0:
             continue
         tensor = info.tensors[op.inputs[0]]
         if tensor.dtype != "INT8" or not len(tensor.scales):

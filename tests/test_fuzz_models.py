@@ -7,6 +7,7 @@ or in host TFLM fails that mutant's row (``core.supervised``)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,15 @@ def test_twenty_mutants_each_a_row_or_one_line(hand_tflite_file, tmp_path):
 @pytest.mark.slow
 def test_four_hundred_mutants_each_a_row_or_one_line(hand_tflite_file, tmp_path):
     check(fuzz(hand_tflite_file, tmp_path, 1000, 400), tmp_path, 400)
+
+
+@pytest.mark.parametrize("seed, message", [(1178, "model has no output tensor"),
+                                           (1252, "operator 2 (CONV_2D) refers to tensor 179, but the model has 16")])
+def test_dangling_tensor_references_are_one_line(hand_tflite, seed, message):
+    """Mutants the 400-mutant run found: an empty output list, an operator pointing past the tensors."""
+    from core.errors import UsageError
+    from core.tflite_model import read_tflite
+    from tests.fuzz_runner import mutant
+
+    with pytest.raises(UsageError, match=f"^m: {re.escape(message)}; re-export the model or copy it again$"):
+        read_tflite(mutant(hand_tflite, seed), label="m")
