@@ -45,10 +45,11 @@ class DecisionSpace:
 
     @classmethod
     def of(cls, model: GraphNet, *, by_layer: bool = False, single_options: bool = True,
-           op_options: Sequence[float] = OP_OPTIONS) -> "DecisionSpace":
+           op_options: Sequence[float] = OP_OPTIONS, without: Sequence[str] = ()) -> "DecisionSpace":
         """The supernet's decisions. By axis (``by_layer=False``): every layer's bits and nonzero, then the
         width groups, then the blocks; by layer: each layer's bits, nonzero and its group's width in turn,
-        then the blocks. ``single_options=False`` leaves out bits and nonzero decisions with one option."""
+        then the blocks. ``single_options=False`` leaves out bits and nonzero decisions with one option;
+        ``without`` leaves out the bits or nonzero decisions altogether (axes a search holds fixed)."""
         keys = model.width_keys()
         widths = shared_width_options(model, keys)
         options: dict[str, tuple] = {}
@@ -56,7 +57,7 @@ class DecisionSpace:
             if not isinstance(layer, SearchableLayer):
                 continue
             for axis, choices in (("bits", layer.bit_options), ("nonzero", layer.nonzero_options)):
-                if single_options or len(choices) > 1:
+                if axis not in without and (single_options or len(choices) > 1):
                     options[decision_key(name, axis)] = tuple(choices)
             if by_layer and keys[name] is not None:
                 options.setdefault(decision_key(keys[name], "width"), widths[keys[name]])

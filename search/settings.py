@@ -34,6 +34,7 @@ UDC_QUICK = {
     "finetune_steps": 480, "finetune_batch_size": 64, "finetune_lr": 2e-2, "stage_fractions": [0.35, 0.4, 0.25],
     "quant_noise": 0.5, "qhat": True, "compare_number_format": True, "seed": 0,
     "lambda_sweep": [], "repair": True, "random_trials": 4, "validation_images": 2000,
+    "mac_compression": False,
 }
 UDC_FULL = {
     **UDC_QUICK, "pretrain_epochs": 15, "warmup_steps": 4000, "search_steps": 16000, "samples": 4,

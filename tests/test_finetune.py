@@ -4,8 +4,8 @@ import torch
 
 from core.data import synthetic
 from search.settings import UDC_QUICK
-from search.space import make_supernet, magnitude_mask, quantize_offset
-from search.strategy.budget import select_configuration
+from search.space import kept_count, make_supernet, magnitude_mask, quantize_offset
+from search.strategy.budget import Budget, select_configuration
 from search.strategy.emit import finish_candidate
 from search.strategy.finetune import finetune, stage_lengths
 
@@ -81,8 +81,9 @@ def test_finetune_reaches_the_target_masks_and_records_norms(dataset):
         if name.startswith("b3_"):
             continue  # skipped block
         assert layer.quantize_probability == 1.0
-        if choice["nonzero"] < 1.0:
-            assert int(layer.mask.sum()) == round(choice["nonzero"] * layer.theta.numel())
+        if choice["nonzero"] < 1.0:  # the mask ranks the slice the widths deploy, and keeps nothing outside it
+            deployed = layer.mask[layer.kept_slice()]
+            assert int(deployed.sum()) == int(layer.mask.sum()) == kept_count(deployed.numel(), choice["nonzero"])
 
 
 def test_finetuned_candidate_exports_exactly(dataset):
@@ -90,8 +91,8 @@ def test_finetuned_candidate_exports_exactly(dataset):
 
     model, config = configured_mbv2(qhat=True)
     settings = {**UDC_QUICK, **STEPS, "compare_number_format": True}
-    candidate = finish_candidate(model, dataset, settings, True,
-                                 {"strategy": "udc", "budget_bytes": 1e5, "budget_macs": None})
+    candidate = finish_candidate(model, dataset, settings, True, {"strategy": "udc", "budget_bytes": 1e5,
+                                                                  "budget_macs": None}, Budget(model, 1e5, None))
     meta = candidate.spec["meta"]
     assert set(meta["weight_norm"]) == {"before", "after_qhat", "after_plain", "accuracy_plain", "trajectory_qhat",
                                         "trajectory_plain"}

@@ -93,11 +93,17 @@ def test_run_searches_each_budget_and_records_the_verdict(tmp_path, capsys):
     assert set(rows) == {"udc-mbv2-30kB", "random-mbv2-30kB"}
     for row in rows.values():
         search = row["extra"]["search"]
-        assert row["status"] == "ok" and search["budget_bytes"] == 30000 and search["constraint_met"] is True
-        assert search["size_bits"] <= 8 * 30000 and search["decisions"]["stem"]["bits"] in (8, 6, 4, 3, 2)
+        assert row["status"] == "ok" and search["budget_bytes"] == 30000
+        # the verdict is the size bound the measurement reads off the deployed weights
+        assert search["size_bits"] / 8 == pytest.approx(row["rhs_bound_bytes"], rel=1e-9)
+        assert search["constraint_met"] == (row["rhs_bound_bytes"] <= 30000)
+        assert search["decisions"]["stem"]["bits"] in (8, 6, 4, 3, 2)
         assert "pretrain_s" not in search["timings_s"]  # the searches start from the one cached pretraining
         assert search["weight_norm"]["trajectory_qhat"] and search["weight_norm"]["trajectory_plain"]
-        assert row["rhs_bound_bytes"] <= 30000 * 1.01  # the measured size bound agrees with the search's cost
+        # a configuration grown to just under the budget can land a little over it once finetuning has
+        # quantized some weights of its dense layers to zero
+        assert row["rhs_bound_bytes"] <= 30000 * 1.01
+    assert rows["udc-mbv2-30kB"]["extra"]["search"]["constraint_met"] is True  # its repair left room
     assert len(list((out / "cache").glob("pretrain-udc-*.pt"))) == 1  # one pretraining serves both searches
     assert "udc-mbv2-30kB" in (out / "reports" / "run-1" / "report.md").read_text()
     # A bigger budget searches only that one; the 30KB candidates are cache hits.
@@ -192,6 +198,10 @@ def test_quick_main_job_on_fashion_mnist(tmp_path):
     assert len(rows) == 11 and all(r["status"] == "ok" for r in rows)
     by_name = {r["candidate_name"]: r for r in rows}
     assert by_name["udc-mbv2-24kB"]["extra"]["search"]["constraint_met"]
-    assert by_name["random-mbv2-24kB"]["extra"]["search"]["constraint_met"]
+    # the verdict is the size bound of the deployed weights: a random draw grown to just under the budget can
+    # miss it by the weights its dense 3-4-bit layers quantize to zero, which is recorded, not hidden
+    random = by_name["random-mbv2-24kB"]
+    assert random["extra"]["search"]["constraint_met"] == (random["rhs_bound_bytes"] <= 24000)
+    assert random["rhs_bound_bytes"] <= 24000 * 1.01
     assert by_name["uniform-mbv2-b8-s100"]["accuracy_int8"] > 0.8
     assert json.dumps(rows, default=str)

@@ -121,12 +121,32 @@ class GraphNet(nn.Module):
         """The same choice for every searchable layer (uniform compression)."""
         for layer in self.searchable_layers():
             layer.select(bits=bits, nonzero=nonzero, width=width)
+        self.set_kept_inputs()
+
+    def kept_channels(self) -> dict[str, int]:
+        """Channels each node's output keeps at the selected widths: a layer its own kept count; a depthwise
+        layer, an add (a skipped block's too) and a pool their first input's."""
+        kept = {"input": self.input_shape[2]}
+        for name, layer in self.layers.items():
+            own = isinstance(layer, SearchableLayer) and layer.op != "dwconv"
+            kept[name] = layer.kept_out_channels() if own else kept[self.sources[name][0]]
+        return kept
+
+    def set_kept_inputs(self) -> None:
+        """Tell every searchable layer how many input channels its source keeps, so its masks and ranges
+        cover the slice the selected widths deploy."""
+        kept = self.kept_channels()
+        for name, layer in self.layers.items():
+            if isinstance(layer, SearchableLayer):
+                layer.kept_in = kept[self.sources[name][0]]
 
     def refresh_masks(self, nonzero: float | None = None) -> None:
+        self.set_kept_inputs()
         for layer in self.searchable_layers():
             layer.refresh_mask(nonzero)
 
     def init_ranges(self) -> None:
+        self.set_kept_inputs()
         for layer in self.searchable_layers():
             layer.init_range()
 

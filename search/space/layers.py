@@ -59,6 +59,7 @@ class SearchableLayer(nn.Module):
         self.bits: int | None = None
         self.nonzero = 1.0
         self.width = 1.0
+        self.kept_in = in_channels  # input channels the layer feeding this one keeps (GraphNet.set_kept_inputs)
         self.relaxed: dict[str, torch.Tensor] = {}
         self.quantize_probability = 1.0  # alpha of the finetuning quantization noise; 1 = always quantize
         self.pruning_offset = False  # quantize with Q-hat, offset by the largest pruned |theta|
@@ -89,14 +90,33 @@ class SearchableLayer(nn.Module):
         self.bits, self.nonzero, self.width = bits, float(nonzero), float(width)
         self.mask = None
 
+    def kept_slice(self) -> tuple[slice, ...]:
+        """The part of theta the selected widths deploy: the kept output channels and, but for a depthwise
+        layer, the input channels its source keeps (``kept_in``)."""
+        rows = slice(0, self.kept_out_channels())
+        return (rows,) if self.op == "dwconv" else (rows, slice(0, self.kept_in))
+
+    def kept_magnitude_mask(self, fraction: float) -> torch.Tensor:
+        """Boolean mask keeping exactly kept_count(N_kept, s) largest-|theta| elements of the kept slice
+        (N_kept its elements) and nothing outside it, so the deployed tensor holds the chosen fraction
+        whatever the channels the width slices away hold."""
+        region = self.kept_slice()
+        if self.theta[region].numel() == self.theta.numel():
+            return magnitude_mask(self.theta, fraction)
+        mask = torch.zeros_like(self.theta, dtype=torch.bool)
+        mask[region] = magnitude_mask(self.theta[region], fraction)
+        return mask
+
     def refresh_mask(self, nonzero: float | None = None) -> None:
-        """Recompute the magnitude mask from |theta|; ``nonzero`` overrides the selected fraction (pruning anneal)."""
+        """Recompute the magnitude mask from |theta| on the kept slice; ``nonzero`` overrides the selected
+        fraction (pruning anneal)."""
         fraction = self.nonzero if nonzero is None else nonzero
         # Stored in theta's dtype so the forward multiplies without a conversion per step.
-        self.mask = None if fraction >= 1.0 else magnitude_mask(self.theta, fraction).to(self.theta.dtype)
+        self.mask = None if fraction >= 1.0 else self.kept_magnitude_mask(fraction).to(self.theta.dtype)
 
     def refresh_option_masks(self) -> None:
-        """Recompute one magnitude mask per nonzero option from |theta|, for relaxed forwards."""
+        """Recompute one magnitude mask per nonzero option from |theta|, for relaxed forwards: over all of
+        theta, as the widths are relaxed too (``refresh_mask`` ranks the slice the selected widths keep)."""
         self.option_masks = torch.stack([
             torch.ones_like(self.theta) if s >= 1.0 else magnitude_mask(self.theta, s).to(self.theta.dtype)
             for s in self.nonzero_options]).detach()
@@ -132,22 +152,24 @@ class SearchableLayer(nn.Module):
             return
         nonzero = self.nonzero if nonzero is None else nonzero
         with torch.no_grad():
+            theta = self.theta[self.kept_slice()]  # what the selected widths deploy
             if nonzero >= 1.0:
-                kept = self.theta
+                kept = theta
             else:
-                mask = magnitude_mask(self.theta, nonzero)
-                kept = self.theta[mask]
+                mask = magnitude_mask(theta, nonzero)
+                kept = theta[mask]
                 if self.pruning_offset:  # Q-hat quantizes the magnitude beyond the pruning boundary
-                    kept = kept.abs() - self.theta[~mask].abs().max()
+                    kept = kept.abs() - theta[~mask].abs().max()
             self.ranges[str(self.bits)].copy_(best_range(kept, self.bits))
 
     # -- forward and deployment
 
     def pruning_boundary(self) -> torch.Tensor:
-        """beta: the largest pruned |theta| (0 without a mask)."""
+        """beta: the largest pruned |theta| of the kept slice (0 without a mask)."""
         if self.mask is None:
             return torch.zeros((), dtype=self.theta.dtype)
-        return (self.theta.detach().abs() * (1 - self.mask)).max()
+        region = self.kept_slice()
+        return (self.theta.detach()[region].abs() * (1 - self.mask[region])).max()
 
     def compressed_weight(self, noise: bool = True) -> torch.Tensor:
         """Q(theta) * m (Q-hat with ``pruning_offset``); in training, quantization noise unless ``noise`` is off."""

@@ -1,14 +1,19 @@
 """What a search emits: the candidate's name, the budget and decision figures it records, and the
-finished candidate (three-stage finetuning, then the candidate contract)."""
+finished candidate (three-stage finetuning, then the candidate contract). The budget verdict an emitted
+candidate records is computed from its own weights, as deployed: what finetuning did to them is in it."""
 
 from __future__ import annotations
 
 import copy
+import warnings
 
-from core.candidate import Candidate
+import numpy as np
+
+from core.candidate import Candidate, layer_shapes
 from core.data import Dataset
+from core.size_model import effective_bits, layer_size_bits
 from search.space import GraphNet, SearchableLayer, build_torch, to_candidate
-from search.strategy.budget import Budget
+from search.strategy.budget import Budget, BudgetWarning
 from search.strategy.finetune import finetune
 from search.strategy.uniform import evaluate
 
@@ -24,6 +29,28 @@ def budget_meta(budget: Budget, exact: float, met: bool) -> dict:
             "size_bits" if budget.kind == "size" else "macs": exact}
 
 
+def deployed_cost(candidate: Candidate, budget: Budget) -> float:
+    """The cost of ``candidate`` read off its weights. Size: per weight tensor N*(s*b + H2(s)) with s its
+    share of nonzeros and b its layer's bits, or more where its distinct nonzero values need more (what
+    the harness's size bound counts on the same tensors); MACs: each weight once per output pixel."""
+    if budget.kind == "size":
+        total = 0.0
+        for entry in candidate.weight_layers():
+            weight = np.asarray(candidate.weights[f"{entry['name']}.weight"])
+            bits = max(int(entry["bits"]), effective_bits(weight))
+            total += layer_size_bits(weight.size, int(np.count_nonzero(weight)) / weight.size, bits)
+        return float(total)
+    shapes = layer_shapes(candidate.spec)
+    return float(sum(candidate.weights[f"{entry['name']}.weight"].size * int(np.prod(shapes[entry["name"]][:-1]))
+                     for entry in candidate.weight_layers()))
+
+
+def deployed_verdict(candidate: Candidate, budget: Budget) -> dict:
+    """``budget_meta`` of the candidate as emitted (``deployed_cost``)."""
+    exact = deployed_cost(candidate, budget)
+    return budget_meta(budget, exact, bool(exact <= budget.limit))
+
+
 def decisions_meta(model: GraphNet) -> dict:
     inactive = model.inactive_layers()
     return {name: {"bits": layer.bits, "nonzero": layer.nonzero, "width": layer.width,
@@ -31,21 +58,27 @@ def decisions_meta(model: GraphNet) -> dict:
             for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
 
 
-def searched_candidate(model: GraphNet, settings: dict, meta: dict) -> Candidate | None:
-    """The configuration as searched, before finetuning (weights Q(theta) * m at the selected options);
-    None where a layer's search-time range leaves no nonzero weight, which finetuning repairs."""
+def searched_candidate(model: GraphNet, settings: dict, meta: dict, budget: Budget) -> Candidate | None:
+    """The configuration as searched, before finetuning (weights Q(theta) * m at the selected options), with
+    its own budget verdict; None where a layer's search-time range leaves no nonzero weight, which
+    finetuning repairs."""
     name = searched_name(meta["strategy"], settings["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
     model = copy.deepcopy(model)
     model.refresh_masks()
     try:
-        return to_candidate(model, f"{name}-searched", {**meta, "stage": "searched", "decisions": decisions_meta(model)})
+        candidate = to_candidate(model, f"{name}-searched",
+                                 {**meta, "stage": "searched", "decisions": decisions_meta(model)})
     except ValueError:
         return None
+    candidate.spec["meta"].update(deployed_verdict(candidate, budget))
+    return candidate
 
 
-def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: bool, meta: dict) -> Candidate:
-    """Finetune the selected configuration in three stages and emit it; with ``compare_number_format`` a copy
-    is also finetuned with the other number format, for the weight-norm comparison of Fig. 3."""
+def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: bool, meta: dict,
+                     budget: Budget) -> Candidate:
+    """Finetune the selected configuration in three stages and emit it with the budget verdict of its
+    finetuned weights (a warning where they miss the budget); with ``compare_number_format`` a copy is also
+    finetuned with the other number format, for the weight-norm comparison of Fig. 3."""
     s = settings
 
     def tune(network: GraphNet, qhat: bool) -> dict:
@@ -67,5 +100,11 @@ def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: b
     full_meta = {**meta, "supernet": s["supernet"], "dataset": dataset.name, "decisions": decisions_meta(model),
                  "weight_norm": weight_norm, "search": dict(s)}
     candidate = to_candidate(model, name, full_meta)
+    verdict = deployed_verdict(candidate, budget)
+    candidate.spec["meta"].update(verdict)
+    if not verdict["constraint_met"]:
+        cost = verdict["size_bits" if budget.kind == "size" else "macs"]
+        warnings.warn(f"{meta['strategy']}: the deployed candidate costs {budget.describe(cost)}, over the budget of "
+                      f"{budget.describe(budget.limit)}: constraint NOT met", BudgetWarning, stacklevel=2)
     candidate.spec["meta"]["accuracy_float"] = evaluate(build_torch(candidate), dataset.x_test, dataset.y_test)
     return candidate

@@ -1,7 +1,8 @@
 """Three-stage finetuning of a chosen configuration (the UDC paper's section 5).
 
 Stage 1 trains with quantization and no pruning; stage 2 anneals pruning from 0 to the chosen sparsity
-(masks recomputed from |theta| every 16 steps, quantization still on); stage 3 trains with both at
+(masks recomputed every 16 steps from |theta| of the slice the widths deploy, so the deployed tensor
+keeps exactly the chosen share, quantization still on); stage 3 trains with both at
 their final settings. During stages 1-2 each weight is quantized with probability alpha and
 otherwise clipped to the quantizer's range; stage 3 quantizes every weight, as deployed. With
 ``qhat`` the quantizer is Q-hat, whose grid starts at the pruning boundary beta.
@@ -59,6 +60,7 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
     rng = np.random.default_rng(seed)
     layers = active_layers(model)
     model.relax()
+    model.set_kept_inputs()  # masks and ranges cover the slice the selected widths deploy
     for layer in layers:
         layer.pruning_offset = qhat
         layer.quantize_probability = quant_noise

@@ -17,7 +17,7 @@ from core.data import Dataset
 from core.errors import UsageError
 from search.decisions import DecisionSpace
 from search.space import GraphNet, SearchableLayer
-from search.strategy.budget import Budget, cheaper, select_configuration
+from search.strategy.budget import Budget, cheaper, next_option, select_configuration
 from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
 from search.strategy.finetune import finetune
 from search.strategy.udc import UDCSearch
@@ -26,23 +26,26 @@ from search.strategy.uniform import evaluate
 
 def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generator) -> dict:
     """A configuration drawn uniformly per decision (width groups and blocks as in UDC); while it is
-    over the budget, a random decision moves one option down; then, in random order, decisions move
-    one option up while it still fits. So it lands just under the budget, as a searched configuration
-    does, instead of far below it. The smallest configuration fits (checked beforehand): this ends."""
+    over the budget, a random decision moves to a strictly cheaper option (``budget.cheaper``); then, in
+    random order, decisions move one option up while it still fits. So it lands just under the budget,
+    as a searched configuration does, instead of far below it (under a MAC budget, which bits and
+    sparsity do not change, they grow to 8 bits and dense). The smallest configuration fits (checked
+    beforehand) and a cheaper move exists until it is reached: this ends."""
     keys = model.width_keys()
     # op options (0, 1): identity first, so a draw of 0.0 skips the block
     options = DecisionSpace.of(model, by_layer=True, op_options=(0.0, 1.0)).options
     config = _draw(model, keys, options, rng)
     select_configuration(model, config)
     while budget.exact(model) > budget.limit:
-        moves = [moved for key in options if (moved := cheaper(config, key, options[key], keys)) is not None]
+        moves = [moved for key in options
+                 if (moved := cheaper(model, budget, config, key, options[key], keys)) is not None]
         config = moves[rng.integers(len(moves))][2]
         select_configuration(model, config)
     grown = True
     while grown:
         grown = False
         for key in rng.permutation(list(options)):
-            moved = cheaper(config, key, options[key], keys, up=True)
+            moved = next_option(config, key, options[key], keys, up=True)
             if moved is None:
                 continue
             select_configuration(model, moved[2])
@@ -105,8 +108,8 @@ class RandomSearch(UDCSearch):
         meta = {"strategy": "random", **budget_meta(self.budget, exact, met),
                 "random": {"trials": trials, "steps_per_trial": steps_each, "best_trial": trial,
                            "validation_accuracy": accuracy}}
-        self.searched = searched_candidate(model, s, meta)
-        candidate = finish_candidate(model, self.dataset, s, self.quiet, meta)
+        self.searched = searched_candidate(model, s, meta, self.budget)
+        candidate = finish_candidate(model, self.dataset, s, self.quiet, meta, self.budget)
         self.timings["finetune_s"] = time.perf_counter() - started
         candidate.spec["meta"]["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
         return candidate

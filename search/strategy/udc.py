@@ -28,7 +28,8 @@ from search.relaxation import exponential, linear, mixed_sample, project, ste_to
 from search.settings import DNAS_SETTINGS, UDC_QUICK, merged_settings
 from search.space import Add, GraphNet, SearchableLayer, make_supernet
 from search.strategy.base import Strategy
-from search.strategy.budget import Budget, BudgetWarning, cheaper, extreme_configuration, select_configuration
+from search.strategy.budget import (Budget, BudgetWarning, extreme_configuration, repair_configuration,
+                                    select_configuration, smallest_cost)
 from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
 from search.strategy.pretrain import pretrain_state
 from search.strategy.uniform import MASK_INTERVAL, scaled_lr_groups, training_batches
@@ -53,6 +54,7 @@ class UDCSearch(Strategy):
             self.settings.update(DNAS_SETTINGS)
         self.strategy = "dnas" if vanilla else "udc"
         self.dataset, self.quiet, self.pretrained = dataset, quiet, pretrained
+        self.fixed = self._fixed_options(macs is not None)
         self.model = self._folded_supernet(pretrained=False)
         self.budget = Budget(self.model, budget_bytes, macs)
         self.minimum, self.maximum = self.cost_range(self.model)
@@ -65,6 +67,20 @@ class UDCSearch(Strategy):
             raise UsageError(f"samples={self.settings['samples']} must be a multiple of the {self.world} processes")
 
     # -- setup
+
+    def _fixed_options(self, mac_budget: bool) -> dict[str, float]:
+        """The options no decision searches, held by every layer throughout: a single bit option is that
+        bitwidth (quantized to it, counted at it); under a MAC budget, which bits and sparsity do not
+        change, 8 bits and dense unless ``mac_compression`` asks for them to be searched too."""
+        s = self.settings
+        fixed = {axis: s[key][0] for axis, key in (("bits", "bit_options"), ("nonzero", "nonzero_options"))
+                 if len(s[key]) == 1}
+        if mac_budget and not s["mac_compression"]:
+            if 8 not in s["bit_options"]:
+                raise UsageError(f"a MAC budget keeps weights at 8 bits and dense, but bit_options {s['bit_options']} "
+                                 "has no 8; add it, or set mac_compression = true to search bits and sparsity")
+            fixed = {"bits": 8, "nonzero": 1.0}
+        return fixed
 
     def _folded_supernet(self, pretrained: bool) -> GraphNet:
         s = self.settings
@@ -79,6 +95,8 @@ class UDCSearch(Strategy):
                 self.pretrained = pretrain_state(self.dataset, s, self.quiet or self.rank > 0)
                 self.timings["pretrain_s"] = time.perf_counter() - started
             model.load_state_dict(self.pretrained)
+        for layer in model.searchable_layers():
+            layer.select(bits=self.fixed.get("bits"), nonzero=self.fixed.get("nonzero", 1.0))
         return model
 
     def cost_range(self, model: GraphNet) -> tuple[float, float]:
@@ -102,7 +120,7 @@ class UDCSearch(Strategy):
 
     def _build_decisions(self, model: GraphNet) -> None:
         self.width_keys = model.width_keys()
-        decisions = DecisionSpace.of(model, single_options=False).relaxed()
+        decisions = DecisionSpace.of(model, single_options=False, without=tuple(self.fixed)).relaxed()
         self.decisions = decisions
         self.block_of = model.block_of()
         self.sampling_groups: dict[tuple[int, int], list[str]] = {}
@@ -288,7 +306,8 @@ class UDCSearch(Strategy):
         for name, layer in model.layers.items():
             if isinstance(layer, SearchableLayer):
                 choice = {}
-                for axis, default in (("bits", layer.bit_options[0]), ("nonzero", 1.0)):
+                for axis, default in (("bits", self.fixed.get("bits", layer.bit_options[0])),
+                                      ("nonzero", self.fixed.get("nonzero", 1.0))):
                     key = f"{name}:{axis}"
                     choice[axis] = self.decisions[key].argmax_option() if key in self.decisions else default
                 width_key = f"{self.width_keys[name]}:width"
@@ -308,43 +327,16 @@ class UDCSearch(Strategy):
         return exact, met
 
     def repair(self, model: GraphNet) -> list[str]:
-        """Move the selected configuration down, one decision one option at a time, until it meets the
-        budget. Where single moves reach the budget, the one losing the least log-probability is taken
-        (so a small overshoot costs a small change, not a skipped block); otherwise the one losing the
-        least log-probability per unit of cost saved. The smallest configuration fits (checked at
-        construction), so this ends."""
-        config = self.argmax_configuration(model)
-        moves, exact = [], self.budget.exact(model)
-        while exact > self.budget.limit:
-            options = []  # (meets the budget, log-probability lost, cost saved, move, configuration)
-            for key, decision in self.decisions.items():
-                moved = cheaper(config, key, decision.options, self.width_keys)
-                if moved is None:
-                    continue
-                option_from, option_to, candidate_config = moved
-                select_configuration(model, candidate_config)
-                after = self.budget.exact(model)
-                if after >= exact:
-                    continue
-                log_pi = decision.probs().detach().clamp_min(1e-12).log()
-                lost = float(log_pi[decision.options.index(option_from)] - log_pi[decision.options.index(option_to)])
-                options.append((after <= self.budget.limit, lost, exact - after,
-                                f"{key} {option_from:g}->{option_to:g}", candidate_config))
-            if not options:  # nothing left to move: the space cannot meet the budget this way
-                break
-            finishing = [o for o in options if o[0]]
-            best = (min(finishing, key=lambda o: o[1]) if finishing
-                    else min(options, key=lambda o: o[1] / o[2]))
-            moves.append(best[3])
-            config = best[4]
-            select_configuration(model, config)
-            exact = self.budget.exact(model)
+        """Move gamma(pi) under the budget (``budget.repair_configuration``); the result is left selected."""
+        config, moves = repair_configuration(model, self.budget, self.argmax_configuration(model), self.decisions,
+                                             self.width_keys)
         select_configuration(model, config)
         return moves
 
     def enforce_budget(self, model: GraphNet) -> dict:
         """Check gamma(pi) against the budget; if it misses, say so loudly and, with ``repair``, move it
-        under the budget (still loudly). Returns the budget figures for the candidate's meta."""
+        under the budget (still loudly). Returns the budget figures of the configuration for the
+        candidate's meta (the emitted candidate's own verdict comes from its deployed weights)."""
         exact_argmax, met_argmax = self.check_constraint(model)
         meta = {"constraint_met_argmax": met_argmax, "repair_moves": []}
         if not met_argmax and self.settings["repair"]:
@@ -354,8 +346,15 @@ class UDCSearch(Strategy):
                           BudgetWarning, stacklevel=2)
         exact = self.budget.exact(model)
         if exact > self.budget.limit and self.settings["repair"]:
-            warnings.warn(f"{self.strategy}: no configuration of its decisions meets the budget: constraint NOT met",
-                          BudgetWarning, stacklevel=2)
+            smallest = smallest_cost(model, self.budget, self.decisions, self.width_keys)
+            if smallest > self.budget.limit:
+                warnings.warn(f"{self.strategy}: no configuration of its decisions meets the budget (the smallest "
+                              f"costs {self.budget.describe(smallest)}): constraint NOT met", BudgetWarning,
+                              stacklevel=2)
+            else:
+                warnings.warn(f"{self.strategy}: the repair stopped at {self.budget.describe(exact)} though a "
+                              f"configuration of its decisions costs {self.budget.describe(smallest)}: constraint "
+                              "NOT met", BudgetWarning, stacklevel=2)
         return {**budget_meta(self.budget, exact, exact <= self.budget.limit), **meta,
                 ("size_bits_gamma_pi" if self.budget.kind == "size" else "macs_gamma_pi"): exact_argmax}
 
@@ -371,8 +370,8 @@ class UDCSearch(Strategy):
                 "search_history": self.history}
         if getattr(self, "lambda_sweep", None):
             meta["lambda_sweep"] = self.lambda_sweep
-        self.searched = searched_candidate(model, self.settings, meta)
-        candidate = finish_candidate(model, self.dataset, self.settings, self.quiet, meta)
+        self.searched = searched_candidate(model, self.settings, meta, self.budget)
+        candidate = finish_candidate(model, self.dataset, self.settings, self.quiet, meta, self.budget)
         self.timings["finetune_s"] = time.perf_counter() - started
         candidate.spec["meta"]["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
         return candidate
