@@ -24,7 +24,7 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from core.errors import HarnessError, ModelError, UsageError
+from core.errors import HarnessError, ModelError
 from core.parent_death import die_with_parent
 
 VERBS = {signal.SIGABRT: "aborted", signal.SIGSEGV: "crashed", signal.SIGBUS: "crashed", signal.SIGFPE: "crashed",
@@ -59,7 +59,11 @@ class Worker:
             log_path = Path(log) if log is not None else None
             if log_path is not None:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-            capture = log_path or Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+            capture = log_path
+            if capture is None:
+                descriptor, temporary = tempfile.mkstemp(prefix="worker-", suffix=".log")
+                os.close(descriptor)  # the worker opens it by name
+                capture = Path(temporary)
             try:
                 self._connection.send((function, args, kwargs, str(capture)))
                 reply = self._await(timeout, label, doing, capture)
@@ -71,10 +75,7 @@ class Worker:
             return payload
         if kind == "expected":
             module, name, message = payload
-            cls = {"HarnessError": HarnessError, "UsageError": UsageError, "ModelError": ModelError}.get(name)
-            if cls is None:
-                cls = _import_error_class(module, name)
-            raise cls(message)
+            raise _import_error_class(module, name)(message)
         raise RemoteError(*payload)
 
     def _await(self, timeout: float, label: str, doing: str, capture: Path):

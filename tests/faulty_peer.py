@@ -31,6 +31,23 @@ FAULTS = ("none", "split", "garbled", "silent", "killed", "reset", "error",
           "flipped", "results-overflow", "results-nonint", "results-short")
 
 
+
+def received_commands(read):
+    """Each '%'-terminated command a peer receives, decoded, until ``read(size)`` returns b"" or raises
+    OSError (the host hung up)."""
+    buffer = b""
+    while True:
+        try:
+            chunk = read(4096)
+        except OSError:
+            return
+        if not chunk:
+            return
+        buffer += chunk
+        while b"%" in buffer:
+            command, buffer = buffer.split(b"%", 1)
+            yield command.decode()
+
 class FaultyPeer(threading.Thread):
     """Test double of a device running the benchmark firmware, injecting ``fault`` (one of FAULTS)."""
 
@@ -68,18 +85,11 @@ class FaultyPeer(threading.Thread):
         self._send("m-init-done\r\nm-ready\r\n")
 
     def run(self) -> None:
-        buffer = b""
         try:
-            while True:
-                chunk = self._read(4096)
-                if not chunk:
+            for command in received_commands(self._read):
+                if not self._answer(command):
+                    self._close()
                     return
-                buffer += chunk
-                while b"%" in buffer:
-                    command, buffer = buffer.split(b"%", 1)
-                    if not self._answer(command.decode()):
-                        self._close()
-                        return
         except OSError:
             return
 

@@ -14,6 +14,7 @@ import pytest
 from targets.serial_link import ProtocolError, SerialLink
 from targets.serial_target import SerialTarget
 from targets.sessions import Session
+from tests.faulty_peer import received_commands
 
 
 class SlowPeer:
@@ -26,29 +27,19 @@ class SlowPeer:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
-        buffer = b""
-        while True:
+        for command in received_commands(self.device.recv):
+            words = command.split(" ")
+            if words[0] == "infer":
+                time.sleep((int(words[1]) + int(words[2])) * self.per_inference_s)
+                reply = b"m-infer-start\r\nm-lap-us-10\r\nm-instructions-100\r\nm-infer-done\r\n"
+            elif words[0] == "results":
+                reply = self.results.pop(0) + b"\r\n"
+            else:
+                reply = b"m-load-done\r\n" if words[0] == "db" and words[1] != "load" else b""
             try:
-                chunk = self.device.recv(4096)
+                self.device.sendall(reply + b"m-ready\r\n")
             except OSError:
                 return
-            if not chunk:
-                return
-            buffer += chunk
-            while b"%" in buffer:
-                command, buffer = buffer.split(b"%", 1)
-                words = command.decode().split(" ")
-                if words[0] == "infer":
-                    time.sleep((int(words[1]) + int(words[2])) * self.per_inference_s)
-                    reply = b"m-infer-start\r\nm-lap-us-10\r\nm-instructions-100\r\nm-infer-done\r\n"
-                elif words[0] == "results":
-                    reply = self.results.pop(0) + b"\r\n"
-                else:
-                    reply = b"m-load-done\r\n" if words[0] == "db" and words[1] != "load" else b""
-                try:
-                    self.device.sendall(reply + b"m-ready\r\n")
-                except OSError:
-                    return
 
 
 def _link(peer: SlowPeer, label: str, inference_s: float) -> SerialLink:

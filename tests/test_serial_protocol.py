@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from targets.serial_link import ProtocolError, SerialLink
+from tests.faulty_peer import received_commands
 
 
 class FaultInjectingPeer:
@@ -21,23 +22,13 @@ class FaultInjectingPeer:
         self.thread.start()
 
     def _serve(self):
-        buffer = b""
-        while True:
-            try:
-                chunk = self.device.recv(4096)
-            except OSError:
+        for command in received_commands(self.device.recv):
+            reply = self.replies.get(command.split(" ")[0])
+            if reply == "close":
+                self.device.close()
                 return
-            if not chunk:
-                return
-            buffer += chunk
-            while b"%" in buffer:
-                command, buffer = buffer.split(b"%", 1)
-                reply = self.replies.get(command.decode().split(" ")[0])
-                if reply == "close":
-                    self.device.close()
-                    return
-                for piece in reply or []:
-                    self.device.sendall(piece)
+            for piece in reply or []:
+                self.device.sendall(piece)
 
     def link(self, timeout_s=0.5):
         return SerialLink.over_socket(self.host, timeout_s, label="test-target")

@@ -25,7 +25,7 @@ from targets.host_tflm import HostTFLM
 from targets.model_source import write_model_source
 from targets.serial_link import ProtocolError, SerialLink
 from targets.serial_target import TIMED_RUNS
-from tests.faulty_peer import FaultyPeer, PeerSession, PeerTarget
+from tests.faulty_peer import FaultyPeer, PeerSession, PeerTarget, received_commands
 
 # --- write_model_source, compiled --------------------------------------------------------------------
 
@@ -264,23 +264,13 @@ class PtyPeer(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        buffer = b""
-        while True:
-            try:
-                chunk = os.read(self.master, 4096)
-            except OSError:  # the host closed the port
-                break
-            if not chunk:
-                break
-            buffer += chunk
-            while b"%" in buffer:
-                command, buffer = buffer.split(b"%", 1)
-                self.commands.append(command.decode())
-                for piece in self.replies.get(command.decode().split(" ")[0], []):
-                    if isinstance(piece, float):
-                        time.sleep(piece)
-                    else:
-                        os.write(self.master, piece)
+        for command in received_commands(lambda size: os.read(self.master, size)):  # ends when the host closes
+            self.commands.append(command)
+            for piece in self.replies.get(command.split(" ")[0], []):
+                if isinstance(piece, float):
+                    time.sleep(piece)
+                else:
+                    os.write(self.master, piece)
         os.close(self.master)
 
     def close(self) -> None:
