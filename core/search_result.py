@@ -16,9 +16,19 @@ SPEC_ONLY = ("pi", "search_history")
 
 @dataclass
 class SearchResult:
+    budgets: dict[str, float] | None = None  # every budget, kind -> limit (core.budgets)
+    seed: int | None = None  # the seed of the run that made the candidate
     budget_bytes: float | None = None  # the size budget e* (bytes of compressed weights), or None
     budget_macs: int | None = None  # the MAC budget, or None
-    constraint_met: bool | None = None  # the emitted configuration meets the budget (after any repair)
+    budget_flash_bytes: float | None = None  # the Flash budget the search's penalty constrains, or None
+    constraint_met: bool | None = None  # the emitted configuration meets the searched budget as predicted
+    constraint_met_measured: bool | None = None  # the compiled candidate meets every budget as measured
+    measured: dict[str, float] | None = None  # the compiled candidate's figure per budgeted kind
+    measured_before_moves: dict[str, float] | None = None  # the same before any measured move
+    measured_moves: list[str] | None = None  # decisions moved cheaper because a measured figure was over
+    flash_bytes_predicted: float | None = None  # the Flash model's prediction for the emitted candidate
+    flash_bytes_gamma_pi: float | None = None  # the same for gamma(pi) before repair
+    flash_model: dict[str, Any] | None = None  # the calibrated Flash model (core.flash_model) the search used
     constraint_met_argmax: bool | None = None  # gamma(pi), the argmax configuration after search, met it
     repair_moves: list[str] | None = None  # decisions moved one option cheaper to meet the budget
     size_bits: float | None = None  # size bound of the emitted configuration (bits)
@@ -61,3 +71,26 @@ class SearchResult:
     def to_meta(self) -> dict:
         """The figures that are set, under their names (what a spec's ``meta`` and a row's ``search`` hold)."""
         return {key: getattr(self, key) for key in self.keys() if getattr(self, key) is not None}
+
+    def met(self) -> bool:
+        """The verdict: measured where the compiled candidate was measured, else predicted."""
+        return bool(self.constraint_met if self.constraint_met_measured is None else self.constraint_met_measured)
+
+    def budget_line(self) -> str:
+        """Each budget with the candidate's figure (measured where measured, else predicted) and the verdict,
+        e.g. ``38,512 B Flash measured of 38,912 B Flash, constraint met after 1 move(s)``."""
+        from core.budgets import describe
+
+        measured = self.measured or {}
+        predicted = {"size_bound": None if self.size_bits is None else self.size_bits / 8, "macs": self.macs,
+                     "flash": self.flash_bytes_predicted}
+        parts = []
+        for kind, limit in (self.budgets or {}).items():
+            value = measured.get(kind, predicted.get(kind))
+            source = ("predicted" if kind not in measured else
+                      "measured" if kind in ("flash", "npu_cycles", "sram") else "counted")
+            parts.append(f"{describe(kind, value)} {source} of {describe(kind, limit)}" if value is not None
+                         else f"budget {describe(kind, limit)}")
+        moves = (self.repair_moves or []) + (self.measured_moves or [])
+        return (", ".join(parts) + f", constraint {'met' if self.met() else 'NOT MET'}"
+                + (f" after {len(moves)} move(s)" if moves else ""))

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 from core.errors import UsageError
-from core.units import parse_budget
+from core.budgets import parse_budgets
 from results.regress import METRICS
 from search.settings import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK, checked_settings, merged_settings
 from search.strategy import SEARCH_STRATEGIES
@@ -21,7 +21,7 @@ from search.strategy import SEARCH_STRATEGIES
 _NUMBER = (int, float)
 SCHEMA: dict[str, dict[str, tuple]] = {
     "run": {"target": (str,), "dataset": (str,), "data_path": (str,), "out": (str,), "preset": (str,),
-            "strategies": (list, str), "budgets": (list, str), "ablation": (str,)},
+            "strategies": (list, str), "budgets": (list, str), "ablation": (str,), "seeds": (int,)},
     "search": {"supernet": (str,), "bits": (list, int), "nonzero": (list, _NUMBER), "pretrain_epochs": (int,),
                "finetune_steps": (int,), "batch_size": (int,), "finetune_batch_size": (int,), "lr": (_NUMBER,), "finetune_lr": (_NUMBER,),
                "anneal_fraction": (_NUMBER,), "seed": (int,)},
@@ -40,7 +40,8 @@ PEER_SECTIONS = tuple(PEER_DEFAULTS)  # each peer strategy's own settings
 ABLATIONS = ("table3",)
 DEFAULTS: dict[str, dict] = {
     "run": {"target": "vela", "dataset": "fashion-mnist", "data_path": "", "out": "harness-out", "preset": "quick",
-            "strategies": ["uniform", "udc", "random"], "budgets": ["24KB"], "ablation": ""},
+            "strategies": ["uniform", "udc", "random"], "budgets": ["flash=40KiB"], "ablation": "",
+            "seeds": 1},
     "search": {"supernet": "mbv2", "bits": [8, 4, 2], "nonzero": [1.0, 0.5, 0.2], "seed": 0},
     "measure": {"calibration_samples": 200, "allow_cpu_ops": False},
     "vela": {},
@@ -95,7 +96,9 @@ def _check_run(run: dict) -> None:
     if run["ablation"] and run["ablation"] not in ABLATIONS:
         raise UsageError(f"unknown ablation {run['ablation']!r}; choose one of {', '.join(ABLATIONS)}")
     for budget in run["budgets"]:
-        parse_budget(budget)
+        parse_budgets(budget)
+    if run["seeds"] < 1:
+        raise UsageError(f"run.seeds = {run['seeds']}: give at least 1 seed")
 
 
 def _read(path: Path) -> dict:

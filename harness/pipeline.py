@@ -152,6 +152,7 @@ class Pipeline:
             measured = measure_model(tflite, read_tflite(tflite, label=candidate.name), self.target,
                                      self.artifact_dir(content_hash), candidate.name, candidate, images, labels,
                                      self.allow_cpu_ops)
+            measured.update(flash_prediction(meta, tflite, self.target.settings()))
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one candidate never takes the run down
@@ -230,6 +231,19 @@ class Pipeline:
     def _calibrates_with_dataset(self, shape: tuple[int, ...]) -> bool:
         dataset = self.evaluation.dataset
         return dataset is not None and dataset.input_shape == shape
+
+
+def flash_prediction(meta: dict, tflite: bytes, target_settings: dict) -> dict:
+    """``flash_predicted_bytes``: what the Flash model a search calibrated (``meta["flash_model"]``) predicts
+    for this int8 model, stored beside Vela's figure; nothing for a candidate without one."""
+    from core.flash_model import FlashModel
+    from targets.vela_weights import flash_features
+
+    model = FlashModel.from_meta(meta.get("flash_model"))
+    if model is None:
+        return {}
+    accelerator = target_settings.get("accelerator") or "ethos-u55-128"
+    return {"flash_predicted_bytes": round(model.predict(flash_features(tflite, accelerator)))}
 
 
 def _digest(settings: dict) -> str:

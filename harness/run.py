@@ -9,6 +9,7 @@ measurements (the store), so a killed run started again redoes only what is miss
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from pathlib import Path
 from core import candidate as candidate_io
 from core.data import Dataset, load_dataset
 from core.search_result import SearchResult
-from core.units import parse_budget
-from harness.cost_providers import PROVIDERS
+from core.budgets import parse_budgets
+from harness.cost_providers import providers
 from harness.pipeline import Evaluation, Pipeline, elapsed, progress
 from harness.training_cache import cached_pretrain, pretrain_path, training_key
 from results.report import write_report
@@ -62,7 +63,28 @@ def run_job(config: dict, out_dir: Path, store: Store, quiet: bool = False, forc
 
 
 def candidate_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> list[tuple[Path, Callable]]:
-    """(directory, make) per candidate of the run, in order; ``make`` trains only when called."""
+    """(directory, make) per candidate of the run, in order, for each of ``run.seeds`` seeds (the config's
+    seed, then the next ones; with more than one, every name ends in ``-seed<N>`` and every candidate records
+    its seed); ``make`` trains only when called."""
+    seeds = config["run"]["seeds"]
+    jobs: list[tuple[Path, Callable]] = []
+    for index in range(seeds):
+        seed = config["search"]["seed"] + index
+        seeded = {**config, "search": {**config["search"], "seed": seed}, "udc": {**config["udc"], "seed": seed}}
+        jobs += [(directory, functools.partial(_seeded, make, seed, seeds > 1))
+                 for directory, make in _jobs(seeded, dataset, out_dir, quiet)]
+    return jobs
+
+
+def _seeded(make: Callable, seed: int, suffix: bool):
+    candidate = make()
+    if suffix:
+        candidate.spec["name"] = f"{candidate.name}-seed{seed}"
+    candidate.spec.setdefault("meta", {})["seed"] = seed
+    return candidate
+
+
+def _jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> list[tuple[Path, Callable]]:
     from search.strategy.uniform import UniformCompression  # torch loads only when training is needed
 
     run = config["run"]
@@ -85,7 +107,7 @@ def candidate_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -
 
 
 def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> list[tuple[Path, Callable]]:
-    from search.strategy import STRATEGIES, search_and_finetune
+    from search.strategy import MEASURING, STRATEGIES, search_and_finetune
     from search.strategy.ablation import TABLE3_ROWS, row_components, row_settings
     from search.strategy.emit import searched_name
     from search.strategy.pretrain import pretrain_state
@@ -93,18 +115,19 @@ def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> l
 
     run, udc = config["run"], config["udc"]
     searching = any(s != "uniform" for s in run["strategies"]) or run["ablation"]
-    budgets = [parse_budget(b) for b in run["budgets"]] if searching else []
-    for budget in budgets:  # a budget outside the space fails now, not after an hour of training
-        UDCSearch(dataset, budget_bytes=budget, settings=udc, quiet=True)
+    budgets = [parse_budgets(b) for b in run["budgets"]] if searching else []
+    given = providers(config)
+    for limits in budgets:  # a budget outside the space fails now, not after an hour of training
+        UDCSearch(dataset, settings=udc, quiet=True, budgets=limits, **{k: given[k] for k in MEASURING})
 
     pretrained_path = pretrain_path(out_dir, dataset.name, udc)
 
     def pretrained():
         return cached_pretrain(pretrained_path, lambda: pretrain_state(dataset, udc, quiet))
 
-    def make(strategy: str, budget: float, settings: dict, name: str, extra_meta: dict):
-        candidate = search_and_finetune(dataset, strategy, budget_bytes=budget, settings=settings, quiet=quiet,
-                                        pretrained=pretrained(), providers=PROVIDERS)
+    def make(strategy: str, limits: dict, settings: dict, name: str, extra_meta: dict):
+        candidate = search_and_finetune(dataset, strategy, limits, settings=settings, quiet=quiet,
+                                        pretrained=pretrained(), providers=given)
         candidate.spec["name"] = name
         candidate.spec["meta"].update(extra_meta)
         return candidate
@@ -112,14 +135,14 @@ def search_jobs(config: dict, dataset: Dataset, out_dir: Path, quiet: bool) -> l
     jobs = []
     for budget in budgets:
         for strategy in (s for s in run["strategies"] if s != "uniform"):
-            name = searched_name(strategy, udc["supernet"], budget, None)
+            name = searched_name(strategy, udc["supernet"], budget)
             settings = STRATEGIES[strategy].settings(config)
             jobs.append((out_dir / "candidates" / training_key(dataset.name, strategy, settings) / name,
                          lambda s=strategy, b=budget, n=name, c=settings: make(s, b, c, n, {})))
         if run["ablation"] == "table3":
             for row in TABLE3_ROWS:
                 settings, vanilla = row_settings(row, udc)
-                name = searched_name(f"table3-{row}", udc["supernet"], budget, None)
+                name = searched_name(f"table3-{row}", udc["supernet"], budget)
                 meta = {"ablation": {"table": "table3", "row": row, **row_components(row)}}
                 jobs.append((out_dir / "candidates" / training_key(dataset.name, "table3", settings) / name,
                              lambda s=settings, v=vanilla, b=budget, n=name, m=meta:
@@ -137,11 +160,8 @@ def _summary(record: dict, meta: dict) -> str:
     cached = " (cached)" if record.get("cached") else ""
     budget = ""
     search = SearchResult.from_meta(meta)
-    if search.budget_bytes is not None:
-        verdict = "met" if search.constraint_met else "NOT MET"
-        repaired = f", repaired by {len(search.repair_moves)} moves" if search.repair_moves else ""
-        budget = (f", budget {search.budget_bytes / 1000:g} KB {verdict} (size bound {search.size_bits / 8000:.1f} KB"
-                  f"{repaired})")
+    if search.budgets:
+        budget = f"; {search.budget_line()}"
     return f"{name}: flash {record['flash_bytes'] / 1024:.1f} KiB{accuracy_text}{budget}{cached}"
 
 

@@ -13,14 +13,15 @@ from pathlib import Path
 from core.candidate import Candidate
 from core.data import load_dataset
 from core.errors import UsageError
-from harness.cost_providers import PROVIDERS
+from harness.cost_providers import providers
 from harness.training_cache import cached_pretrain, pretrain_path
 from search.strategy import strategy_entry
 
 
-def search_job(config: dict, strategy: str, budget_bytes: float | None, mac_budget: int | None, processes: int,
-               out_dir: Path, quiet: bool = False) -> tuple[Candidate, Candidate | None, Path]:
-    """Search, finetune and write the candidates; return (deployed, searched or None, their directory)."""
+def search_job(config: dict, strategy: str, limits: dict[str, float], processes: int, out_dir: Path,
+               quiet: bool = False) -> tuple[Candidate, Candidate | None, Path]:
+    """Search under ``limits`` ({kind: limit}, ``core.budgets``), finetune and write the candidates; return
+    (deployed, searched or None, their directory)."""
     from search.strategy.parallel import search_in_processes
     from search.strategy.pretrain import pretrain_state
 
@@ -31,12 +32,16 @@ def search_job(config: dict, strategy: str, budget_bytes: float | None, mac_budg
         raise UsageError(f"--processes spreads MC samples of a UDC or DNAS search; {strategy} has none")
     run, udc = config["run"], config["udc"]
     dataset = load_dataset(run["dataset"], run["data_path"] or None)
-    searcher = entry.create(dataset, budget_bytes, mac_budget, entry.settings(config), quiet=quiet, providers=PROVIDERS)
+    given = providers(config)
+    searcher = entry.create(dataset, limits, entry.settings(config), quiet=quiet, providers=given)
     searcher.pretrained = cached_pretrain(pretrain_path(out_dir, dataset.name, udc),
                                           lambda: pretrain_state(dataset, udc, quiet))
     if processes > 1:
-        candidate, searched = search_in_processes(processes, dataset, budget_bytes, mac_budget, udc,
-                                                  entry.options.get("vanilla", False), quiet, searcher.pretrained)
+        candidate, searched = search_in_processes(processes, dataset, settings=udc, quiet=quiet,
+                                                  vanilla=entry.options.get("vanilla", False),
+                                                  pretrained=searcher.pretrained, budgets=limits,
+                                                  deployed_figures=given["deployed_figures"],
+                                                  weight_encoder=given["weight_encoder"])
     else:
         candidate, searched = searcher.run(), searcher.searched
     directory = out_dir / "search" / candidate.name

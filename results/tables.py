@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.paper import TABLE3_ROWS
 from results.report.cells import markdown_table, pct, search_of
+from results.report.comparison import budget_text
 
 PAPER = "the UDC paper"
 # Table 3, CIFAR100 accuracy per row ("*": constraint not met), in TABLE3_ROWS order.
@@ -62,25 +63,25 @@ class Table:
 def table3(rows: list[dict]) -> Table:
     """The ablation rows found in the store (latest measurement per row and budget)."""
     table = Table("table3", "Table 3: ablation of UDC's components",
-                  ["row", "rejection sampling", "multiple MC samples", "pi-projection", "no lambda tuning", "budget KB",
+                  ["row", "rejection sampling", "multiple MC samples", "pi-projection", "no lambda tuning", "budget",
                    "ours: gamma(pi) meets", "ours: int8 acc %", "ours: search s", "paper: CIFAR100 acc %"])
-    latest: dict[tuple[str, float], dict] = {}
+    latest: dict[tuple[str, str], dict] = {}
     for row in rows:
         ablation = search_of(row).ablation
         if row.get("status") == "ok" and ablation and ablation.get("table") == "table3":
-            latest[(ablation["row"], search_of(row).budget_bytes)] = row
+            latest[(ablation["row"], budget_text(row) or "—")] = row
     for (name, budget), row in sorted(latest.items(), key=lambda item: (item[0][1], list(TABLE3_ROWS).index(item[0][0]))):
         search = search_of(row)
         ablation = search.ablation
         marks = ["✓" if ablation[c] else "" for c in ("rejection", "mc_samples", "projection")]
         marks.append("" if ablation["lambda_tuning"] else "✓")
         met = search.constraint_met_argmax
-        table.rows.append([name, *marks, f"{budget / 1000:g}", {True: "yes", False: "NO"}.get(met, "—"),
+        table.rows.append([name, *marks, budget, {True: "yes", False: "NO"}.get(met, "—"),
                            pct(row.get("accuracy_int8")), str((search.timings_s or {}).get("search_s", "—")),
                            PAPER_TABLE3[list(TABLE3_ROWS).index(name)]])
     if not table.rows:
         table.notes.append("No ablation runs in the store. Make them with: "
-                           "`python -m harness run --ablation table3 --budgets 24KB`")
+                           "`python -m harness run --ablation table3 --budgets size_bound=24KB`")
     table.notes.append(f"Paper column: CIFAR100, 0.5 MB target ({PAPER} Table 3; * = constraint not met). Ours: the "
                        "dataset of the run; 'gamma(pi) meets' is the searched argmax before any repair.")
     return table

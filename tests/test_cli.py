@@ -175,16 +175,40 @@ def test_search_writes_searched_and_deployed_candidates_under_budget(capsys, tmp
     config = tmp_path / "udc.toml"
     config.write_text(TINY_UDC)
     out = tmp_path / "out"
-    code, stdout, stderr = run_cli(capsys, "search", "--config", config, "--budget", "30KB", "--dataset", "synthetic",
-                                   "--out", out, "--quiet")
+    code, stdout, stderr = run_cli(capsys, "search", "--config", config, "--budget", "size_bound=30KB", "--dataset",
+                                   "synthetic", "--out", out, "--quiet")
     assert code == 0, stderr
-    assert "udc-mbv2-30kB: size bound" in stdout and "constraint met" in stdout
+    assert "udc-mbv2-30kB: " in stdout and "B size bound predicted of 30,000 B size bound, constraint met" in stdout
     deployed = json.loads((out / "search" / "udc-mbv2-30kB" / "deployed" / "spec.json").read_text())
     assert deployed["meta"]["constraint_met"] and deployed["meta"]["size_bits"] <= 8 * 30000
     searched = json.loads((out / "search" / "udc-mbv2-30kB" / "searched" / "spec.json").read_text())
     assert searched["meta"]["stage"] == "searched"
     assert [layer.get("bits") for layer in searched["layers"]] == [layer.get("bits") for layer in deployed["layers"]]
     assert list((out / "cache").glob("pretrain-udc-*.pt"))  # a second search starts from the cached pretraining
+
+
+@pytest.mark.parametrize("strategy", ["udc", "random"])
+def test_a_flash_budget_is_the_flash_vela_measures(capsys, tmp_path, strategy):
+    """The done-when of measured budgets: the deployed candidate of a Flash-budget search measures at or under
+    the budget on the vela target, whatever finetuning did to its weights."""
+    config = tmp_path / "udc.toml"
+    config.write_text(TINY_UDC + "random_trials = 2\nvalidation_images = 128\n")
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(capsys, "search", "--config", config, "--budget", "flash=30KiB", "--dataset",
+                                   "synthetic", "--strategy", strategy, "--out", out, "--quiet")
+    assert code == 0, stderr
+    name = f"{strategy}-mbv2-flash30.72kB"
+    assert f"{name}: " in stdout and "B Flash measured of 30,720 B Flash, constraint met" in stdout
+    meta = json.loads((out / "search" / name / "deployed" / "spec.json").read_text())["meta"]
+    assert meta["constraint_met_measured"] and meta["measured"]["flash"] <= 30720
+    assert meta["flash_model"]["samples"] == 8 and meta["flash_model"]["worst_error"] < 0.02
+    code, stdout, stderr = run_cli(capsys, "measure", "--candidate", out / "search" / name / "deployed", "--target",
+                                   "vela", "--dataset", "synthetic", "--out", out, "--json")
+    assert code == 0, stderr
+    row = json.loads(stdout)
+    row = row[0] if isinstance(row, list) else row
+    assert row["flash_bytes"] == meta["measured"]["flash"] <= 30720
+    assert abs(row["flash_predicted_bytes"] - row["flash_bytes"]) <= 0.02 * row["flash_bytes"]
 
 
 def test_measure_refuses_a_dataset_the_candidate_does_not_fit(capsys, tmp_path):
@@ -196,17 +220,21 @@ def test_measure_refuses_a_dataset_the_candidate_does_not_fit(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("arguments,config,message", [
-    (["--budget", "100"], "", "below the smallest configuration of the mbv2 space, 448 bytes"),
+    (["--budget", "size_bound=100"], "", "below the smallest configuration of the mbv2 space, 448 bytes"),
+    (["--budget", "flush=1KB"], "", "budget 'flush=1KB': unknown kind 'flush'; write it as one of flash=32KiB"),
+    (["--budget", "flash=1KB,flash=2KB"], "", "names flash twice"),
+    (["--budget", "npu_cycles=5000"], "", "a search needs a Flash, size_bound or MAC budget to search under"),
+    (["--budget", "macs=12x"], "", "macs='12x' is not a positive count"),
     (["--budget", "24XB"], "", "budget '24XB' is not a positive size"),
     (["--budget=-5KB"], "", "is not a positive size"),
     (["--budget", "0KB"], "", "is not a positive size"),
-    ([], "", "give a budget: --budget 24KB"),
+    ([], "", "give a budget: --budget flash=32KiB"),
     (["--mac-budget", "0"], "", "--mac-budget 0 is not a positive MAC count"),
     (["--macs", "2000000"], "", "search takes its MAC budget as --mac-budget N"),
-    (["--budget", "24KB"], "[udc]\nlamda = 3\n", "[udc] unknown search setting(s) lamda"),
-    (["--budget", "24KB"], "[udc]\ntau = [0.1, 0.66]\n", "tau must anneal downwards"),
-    (["--budget", "24KB"], "[udc]\nstage_fractions = [0.5, 0.6, 0.2]\n", "stage_fractions are three"),
-    (["--budget", "24KB", "--processes", "3"], "", "--processes 3 must divide the MC samples"),
+    (["--budget", "size_bound=24KB"], "[udc]\nlamda = 3\n", "[udc] unknown search setting(s) lamda"),
+    (["--budget", "size_bound=24KB"], "[udc]\ntau = [0.1, 0.66]\n", "tau must anneal downwards"),
+    (["--budget", "size_bound=24KB"], "[udc]\nstage_fractions = [0.5, 0.6, 0.2]\n", "stage_fractions are three"),
+    (["--budget", "size_bound=24KB", "--processes", "3"], "", "--processes 3 must divide the MC samples"),
 ])
 def test_search_bad_input_is_one_line_and_exit_2(capsys, tmp_path, arguments, config, message):
     config_file = tmp_path / "c.toml"

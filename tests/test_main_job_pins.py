@@ -20,7 +20,7 @@ CONFIG = """
 [run]
 dataset = "synthetic"
 strategies = ["uniform", "udc", "random"]
-budgets = ["30KB"]
+budgets = ["size_bound=30KB"]
 [search]
 bits = [8, 2]
 nonzero = [1.0, 0.5]

@@ -182,17 +182,57 @@ def test_report_compares_strategies_at_each_budget(tmp_path):
             {"status": "ok", "candidate_name": "uniform-mbv2-b8-s100", "candidate_hash": "v" * 16, "strategy": "uniform",
              "target": "vela", "flash_bytes": 95000, "rhs_bound_bytes": 81000, "accuracy_int8": 0.89}]
     text = write_report(rows, tmp_path).read_text()
-    searches = text.split("## Searches under a size budget")[1].split("### Strategies at each budget")[0]
+    searches = text.split("## Searches under a budget")[1].split("### Strategies at each budget")[0]
     assert "udc-mbv2-24kB" in searches and "Q-hat 52, Q 71" in searches
     at_budget = text.split("### Strategies at each budget")[1].split("###")[0]
-    lines = [line for line in at_budget.splitlines() if line.split("|")[1:2] and line.split("|")[1].strip() == "24"]
-    # the ablation row is not the udc strategy's best, and the uniform nearest 24 KB is b4-s50
-    assert [line.split("|")[2].strip() for line in lines] == ["random", "udc", "uniform (nearest size)"]
-    assert "udc-mbv2-24kB" in lines[1] and "uniform-mbv2-b4-s50" in lines[2]
+    lines = [line for line in at_budget.splitlines() if line.split("|")[1:2] and line.split("|")[1].strip() == "size_bound=24000"]
+    # the ablation row is not the udc strategy's; a size bound is no Flash budget, so no uniform pair is chosen
+    assert [line.split("|")[2].strip() for line in lines] == ["udc", "random"]
+    assert [line.split("|")[6].strip() for line in lines] == ["85.00", "80.00"]  # one seed: no interval, no test
     assert "![Weight norm](weight_norm.png)" in text and (tmp_path / "weight_norm.png").stat().st_size > 1000
     assert "![Per-layer decisions](decisions.png)" in text and (tmp_path / "decisions.png").stat().st_size > 1000
     ablation = text.split("### Ablation (the UDC paper's Table 3)")[1]
     assert "| projection" in ablation and "NO" in ablation
+
+
+def _flash_row(name, strategy, seed, accuracy, flash, met=True):
+    search = {"budgets": {"flash": 40960.0}, "budget_flash_bytes": 40960.0, "seed": seed, "constraint_met": True,
+              "constraint_met_measured": met, "measured": {"flash": flash}, "flash_bytes_predicted": flash * 1.01}
+    return {"status": "ok", "candidate_name": f"{name}-seed{seed}", "candidate_hash": f"{name}{seed}" * 4,
+            "strategy": strategy, "target": "vela", "flash_bytes": flash, "accuracy_int8": accuracy,
+            "extra": {"search": search, "flash_predicted_bytes": flash * 1.01}}
+
+
+def _uniform_row(pair, seed, accuracy, flash):
+    return {"status": "ok", "candidate_name": f"uniform-mbv2-{pair}-seed{seed}", "candidate_hash": f"{pair}{seed}" * 8,
+            "strategy": "uniform", "target": "vela", "flash_bytes": flash, "accuracy_int8": accuracy,
+            "extra": {"search": {"seed": seed}}}
+
+
+def test_strategies_over_seeds_give_intervals_and_paired_tests(tmp_path):
+    from scipy.stats import t, ttest_rel
+
+    udc, random = [0.85, 0.86, 0.88], [0.80, 0.83, 0.82]
+    rows = [_flash_row("udc-mbv2-flash40.96kB", "udc", seed, a, 40000) for seed, a in enumerate(udc)]
+    rows += [_flash_row("random-mbv2-flash40.96kB", "random", seed, a, 39000) for seed, a in enumerate(random)]
+    # b4-s50 fits on every seed; b8-s100 is more accurate but over; b2-s100 fits but is less accurate;
+    # b4-s100 fits on two seeds of three, so it does not fit
+    rows += [_uniform_row("b4-s50", seed, a, 38000) for seed, a in enumerate([0.84, 0.84, 0.85])]
+    rows += [_uniform_row("b8-s100", seed, a, 90000) for seed, a in enumerate([0.90, 0.90, 0.90])]
+    rows += [_uniform_row("b2-s100", seed, a, 30000) for seed, a in enumerate([0.70, 0.71, 0.72])]
+    rows += [_uniform_row("b4-s100", seed, 0.89, flash) for seed, flash in enumerate([40000, 40000, 41000])]
+    text = write_report(rows, tmp_path).read_text()
+    at_budget = text.split("### Strategies at each budget")[1].split("###")[0]
+    lines = {line.split("|")[2].strip(): [cell.strip() for cell in line.split("|")[1:-1]]
+             for line in at_budget.splitlines() if line.startswith("| flash=40960")}
+    assert list(lines) == ["udc", "random", "uniform-mbv2-b4-s50"]
+    mean, spread = sum(udc) / 3 * 100, (sum((a * 100 - sum(udc) / 3 * 100) ** 2 for a in udc) / 2) ** 0.5
+    assert lines["udc"][5] == f"{mean:.2f} ± {t.ppf(0.975, 2) * spread / 3 ** 0.5:.2f}" and lines["udc"][2] == "3"
+    assert lines["random"][6] == f"{ttest_rel(udc, random).pvalue:.3g}"
+    assert lines["uniform-mbv2-b4-s50"][6] == f"{ttest_rel(udc, [0.84, 0.84, 0.85]).pvalue:.3g}"
+    assert lines["udc"][4] == "3/3" and lines["uniform-mbv2-b4-s50"][4] == "fits"
+    flash = text.split("### Flash model against Vela")[1].split("###")[0]
+    assert "Worst case: +1.00%" in flash
 
 
 def test_html_report_is_self_contained(tmp_path):
@@ -200,7 +240,7 @@ def test_html_report_is_self_contained(tmp_path):
 
     rows = [_searched_row("udc-mbv2-24kB", "udc", 24000, 0.85)]
     page = write_html(write_report(rows, tmp_path)).read_text()
-    assert page.startswith("<!DOCTYPE html>") and "<h2>Searches under a size budget</h2>" in page
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Searches under a budget</h2>" in page
     assert page.count('src="data:image/png;base64,') >= 3 and "src=\"accuracy" not in page
     assert "<td style=\"text-align:right\">85.00</td>" in page and "<th>candidate</th>" in page
 

@@ -80,7 +80,7 @@ batch_size = 16
 finetune_steps = 32
 finetune_batch_size = 32
 """
-TINY_SEARCH = (TINY.replace('strategies = ["uniform"]', 'strategies = ["udc", "random"]\nbudgets = ["30KB"]')
+TINY_SEARCH = (TINY.replace('strategies = ["uniform"]', 'strategies = ["udc", "random"]\nbudgets = ["size_bound=30KB"]')
                + TINY_UDC + "random_trials = 2\nvalidation_images = 128\n")
 
 
@@ -107,7 +107,7 @@ def test_run_searches_each_budget_and_records_the_verdict(tmp_path, capsys):
     assert len(list((out / "cache").glob("pretrain-udc-*.pt"))) == 1  # one pretraining serves both searches
     assert "udc-mbv2-30kB" in (out / "reports" / "run-1" / "report.md").read_text()
     # A bigger budget searches only that one; the 30KB candidates are cache hits.
-    assert main(["run", "--config", str(config), "--out", str(out), "--quiet", "--budgets", "30KB,40KB",
+    assert main(["run", "--config", str(config), "--out", str(out), "--quiet", "--budgets", "size_bound=30KB", "size_bound=40KB",
                  "--strategies", "udc"]) == 0
     with Store.for_output_dir(out) as store:
         assert sorted(r["candidate_name"] for r in store.measurements(store.latest_run_id())) == [
@@ -116,8 +116,10 @@ def test_run_searches_each_budget_and_records_the_verdict(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--budgets", "100"], "below the smallest configuration"),
-    (["--budgets", "24KB,lots"], "budget 'lots' is not a positive size"),
+    (["--budgets", "size_bound=100"], "below the smallest configuration"),
+    (["--budgets", "24KB", "lots"], "budget 'lots' is not a positive size"),
+    (["--budgets", "24KB,32KB"], "budget '24KB,32KB' names flash twice"),
+    (["--seeds", "0"], "run.seeds = 0: give at least 1 seed"),
     (["--strategies", "udc,evolution"], "unknown strategy 'evolution' in run.strategies"),
 ])
 def test_run_refuses_bad_searches_before_training(tmp_path, capsys, flags, message):

@@ -69,7 +69,7 @@ def dataset():
 def udc_candidate(dataset):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BudgetWarning)
-        candidate = search_and_finetune(dataset, "udc", budget_bytes=BUDGET_BYTES, settings=TINY, quiet=True)
+        candidate = search_and_finetune(dataset, "udc", {"size_bound": BUDGET_BYTES}, settings=TINY, quiet=True)
     messages = [str(w.message) for w in caught if issubclass(w.category, BudgetWarning)]
     # The search aims at e*, so gamma(pi) can land a little over it; that must be said, and repaired.
     assert candidate.spec["meta"]["constraint_met_argmax"] == (not messages)
@@ -124,7 +124,7 @@ def test_bad_arguments_are_usage_errors(dataset, arguments, message):
 
 def test_unknown_strategy_is_a_usage_error(dataset):
     with pytest.raises(UsageError, match="unknown search strategy"):
-        search_and_finetune(dataset, "evolution", budget_bytes=1e4)
+        search_and_finetune(dataset, "evolution", {"size_bound": 1e4})
 
 
 def one_hot(index: int, options: int, samples: int = 1) -> torch.Tensor:

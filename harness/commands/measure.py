@@ -9,7 +9,8 @@ from pathlib import Path
 from core.errors import UsageError
 from harness.commands.common import common_options, open_store, output_dir, target_arguments, target_overrides
 
-JSON_KEYS = ("candidate", "candidate_hash", "target", "status", "error", "cached", "flash_bytes", "sram_bytes",
+JSON_KEYS = ("candidate", "candidate_hash", "target", "status", "error", "cached", "flash_bytes",
+             "flash_predicted_bytes", "sram_bytes",
              "encoded_weight_bytes", "original_weight_bytes", "npu_cycles", "total_cycles", "latency_s",
              "latency_is_estimate", "rhs_bound_bytes", "empirical_entropy_bytes", "coded_mask_bytes",
              "accuracy_int8", "accuracy_float", "accuracy_samples", "tflm_arena_bytes", "instructions", "bit_exact",
@@ -87,7 +88,9 @@ def _text_record(record: dict) -> str:
     accuracy = record.get("accuracy_int8")
     parts = [f"{record['candidate_name']} [{record['candidate_hash'][:12]}] on {record['target']}"
              + (" (cached)" if record.get("cached") else ""),
-             f"  flash {kib('flash_bytes')}  sram {kib('sram_bytes')}  encoded weights {kib('encoded_weight_bytes')}",
+             f"  flash {kib('flash_bytes')}"
+             + (f" (Flash model: {kib('flash_predicted_bytes')})" if record.get("flash_predicted_bytes") else "")
+             + f"  sram {kib('sram_bytes')}  encoded weights {kib('encoded_weight_bytes')}",
              f"  size bound (RHS) {kib('rhs_bound_bytes')}  empirical entropy {kib('empirical_entropy_bytes')}  "
              f"range-coded {kib('coded_mask_bytes')}",
              (f"  npu cycles {record.get('npu_cycles')}  latency {1e3 * record['latency_s']:.3f} ms (Vela estimate)"

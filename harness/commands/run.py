@@ -16,7 +16,11 @@ def add_parser(commands) -> None:
     parser.add_argument("--force", action="store_true", help="re-measure candidates already in the store")
     parser.add_argument("--retry-failed", action="store_true",
                         help="measure again models whose stored failure they caused themselves (a compiler error, a crash)")
-    parser.add_argument("--budgets", help="compressed-size budgets for the searches, comma-separated (default: 24KB)")
+    parser.add_argument("--budgets", nargs="+", metavar="BUDGET",
+                        help="the searches' budgets, each like flash=40KiB (a plain size is Flash), size_bound=24KB, "
+                        "macs=N, npu_cycles=N or sram=30KiB, kinds of one budget joined by commas (default: flash=40KiB)")
+    parser.add_argument("--seeds", type=int, help="run every strategy with this many seeds (default 1); the report "
+                        "gives each strategy's mean, 95%% interval and paired tests")
     parser.add_argument("--strategies", help=f"comma-separated subset of uniform,{','.join(SEARCH_STRATEGIES)} "
                         "(default: uniform,udc,random)")
     parser.add_argument("--ablation", choices=["table3"], help="also run the rows of the UDC paper's Table 3 at each budget")
@@ -28,7 +32,7 @@ def main(args) -> int:
 
     overrides = {
         "run": {"target": args.target, "dataset": args.dataset, "data_path": args.data_path, "preset": args.preset,
-                "out": str(args.out) if args.out else None, "budgets": split_list(args.budgets),
+                "out": str(args.out) if args.out else None, "budgets": args.budgets, "seeds": args.seeds,
                 "strategies": split_list(args.strategies), "ablation": args.ablation},
         "search": {"supernet": args.supernet},
         "measure": {"eval_samples": args.eval_samples, "allow_cpu_ops": args.allow_cpu_ops},

@@ -18,13 +18,18 @@ from dataclasses import dataclass, field
 from core.errors import UsageError
 
 
+# What every search takes for budgets in measured units (search.strategy.measured, search.flash_cost).
+MEASURING = ("deployed_figures", "weight_encoder")
+
+
 @dataclass(frozen=True)
 class StrategyEntry:
     """One search strategy: ``factory`` is ``module:Class``; ``options`` are the class's keyword
     arguments that make this strategy of it (vanilla DNAS is UDC with ``vanilla=True``); ``section`` is
     the config section of its own settings, merged over ``[udc]``; ``processes`` tells whether its
     Monte-Carlo samples can be spread over processes; ``providers`` names the cost providers it needs
-    from the caller (``search.cost.OperatorCycles`` as ``operator_cycles``), since search compiles nothing."""
+    from the caller beyond those every search takes for measured budgets (``MEASURING``): search compiles
+    nothing (``search.cost.OperatorCycles`` as ``operator_cycles``)."""
 
     name: str
     description: str
@@ -42,14 +47,13 @@ class StrategyEntry:
         """The strategy's settings from a loaded config: ``[udc]``, with its own section on top."""
         return {**config["udc"], **(config.get(self.section) or {})}
 
-    def create(self, dataset, budget_bytes: float | None = None, macs: int | None = None,
-               settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None,
-               providers: dict | None = None):
-        """The strategy, ready to ``run()``, under a size budget in bytes or a MAC budget; ``providers``
-        holds the cost providers by name (those this strategy does not need are left out)."""
-        given = {name: (providers or {})[name] for name in self.providers if name in (providers or {})}
-        return self.load()(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **self.options,
-                           **given)
+    def create(self, dataset, budgets: dict | str, settings: dict | None = None, quiet: bool = False,
+               pretrained: dict | None = None, providers: dict | None = None):
+        """The strategy, ready to ``run()``, under ``budgets`` ({kind: limit} or a text, ``core.budgets``);
+        ``providers`` holds the cost providers by name (those this strategy does not need are left out)."""
+        given = {name: (providers or {})[name] for name in (*MEASURING, *self.providers) if name in (providers or {})}
+        return self.load()(dataset, settings=settings, quiet=quiet, pretrained=pretrained, budgets=budgets,
+                           **self.options, **given)
 
 
 STRATEGIES: dict[str, StrategyEntry] = {entry.name: entry for entry in (
@@ -75,10 +79,10 @@ def strategy_entry(name: str) -> StrategyEntry:
     return STRATEGIES[name]
 
 
-def search_and_finetune(dataset, strategy: str, budget_bytes: float | None = None, macs: int | None = None,
-                        settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None,
-                        providers: dict | None = None):
-    """Search a configuration under the budget (bytes of compressed weights, or MACs), finetune it and
-    return its candidate. ``settings`` override ``UDC_QUICK``; ``pretrained`` (from ``pretrain_state``)
-    skips the pretraining; ``providers``: the cost providers a strategy may need."""
-    return strategy_entry(strategy).create(dataset, budget_bytes, macs, settings, quiet, pretrained, providers).run()
+def search_and_finetune(dataset, strategy: str, budgets: dict | str, settings: dict | None = None, quiet: bool = False,
+                        pretrained: dict | None = None, providers: dict | None = None):
+    """Search a configuration under ``budgets`` ({kind: limit} or a text such as ``flash=38KiB``,
+    ``core.budgets``), finetune it and return its candidate. ``settings`` override ``UDC_QUICK``;
+    ``pretrained`` (from ``pretrain_state``) skips the pretraining; ``providers``: the cost providers
+    (``harness.cost_providers``)."""
+    return strategy_entry(strategy).create(dataset, budgets, settings, quiet, pretrained, providers).run()

@@ -1,7 +1,8 @@
 """The hard budget of a search and the configurations it is checked on.
 
-``Budget``: a size in bits of compressed weights (the size model's bound) or a MAC count, with the
-exact cost of a network's selected configuration; ``select_configuration`` sets a configuration,
+``Budget``: the predicted Flash in bytes (``search.flash_cost``), a size in bits of compressed weights
+(the size model's bound) or a MAC count, with the exact cost of a network's selected configuration;
+``budget_limits`` reads what a search is given; ``select_configuration`` sets a configuration,
 ``extreme_configuration`` and ``smallest_configuration`` find the cheapest (or costliest) one;
 ``cheaper`` moves one decision to a strictly cheaper option, the step of a repair, and ``next_option``
 one option along its list, the step of a random draw's growth.
@@ -14,10 +15,13 @@ can be read off the order of the options: both are found by costing the options.
 from __future__ import annotations
 
 import itertools
+import warnings
 
+from core import budgets
 from core.errors import UsageError
 from core.size_model import layer_size_bits
 from search import cost
+from search.flash_cost import FlashCost
 from search.space import GraphNet, SearchableLayer, kept_count
 
 
@@ -25,21 +29,61 @@ class BudgetWarning(UserWarning):
     """The searched configuration misses its budget, or the budget does not constrain the space."""
 
 
-class Budget:
-    """A hard budget on the compressed size (bits) or on MACs, with exact and relaxed costs of a supernet."""
+def budget_limits(limits: dict[str, float] | str | None, budget_bytes: float | None = None,
+                  macs: int | None = None) -> dict[str, float]:
+    """{kind: limit} from a budget text or dict (``core.budgets``), or from the shorthands ``budget_bytes`` (a
+    size bound) and ``macs``; exactly one way, and a kind a search can constrain among them."""
+    shorthand = {kind: float(value) for kind, value in (("size_bound", budget_bytes), ("macs", macs)) if value is not None}
+    if (limits is None) == (len(shorthand) != 1) or limits is not None and shorthand:
+        raise UsageError("give exactly one budget: budgets (e.g. flash=38KiB), a size bound in bytes or a MAC count")
+    if isinstance(limits, str):
+        limits = budgets.parse_budgets(limits)
+    limits = dict(limits or shorthand)
+    unknown = [kind for kind in limits if kind not in budgets.KINDS]
+    if unknown:
+        raise UsageError(f"unknown budget kind {unknown[0]!r}; write budgets as {budgets.FORMS}")
+    if any(value <= 0 for value in limits.values()):
+        raise UsageError("the budget must be positive")
+    if budgets.searched_kind(limits) is None:
+        raise UsageError(f"a search needs a Flash, size_bound or MAC budget to search under (npu_cycles and sram are "
+                         f"verified on the compiled candidate beside one); write budgets as {budgets.FORMS}")
+    return limits
 
-    def __init__(self, model: GraphNet, budget_bytes: float | None, macs: int | None):
-        if (budget_bytes is None) == (macs is None):
-            raise UsageError("give exactly one budget: a size in bytes or a MAC count")
-        if (budget_bytes if macs is None else macs) <= 0:
+
+class Budget:
+    """A hard budget on the predicted Flash (bytes), the compressed size bound (bits) or MACs, with exact
+    costs of a supernet's configurations. ``kind``: ``flash``, ``size`` or ``macs``."""
+
+    def __init__(self, model: GraphNet, budget_bytes: float | None = None, macs: int | None = None,
+                 flash_bytes: float | None = None, flash_cost: FlashCost | None = None):
+        given = [value for value in (budget_bytes, macs, flash_bytes) if value is not None]
+        if len(given) != 1:
+            raise UsageError("give exactly one searched budget: Flash in bytes, a size bound in bytes or a MAC count")
+        if given[0] <= 0:
             raise UsageError("the budget must be positive")
-        self.kind = "size" if macs is None else "macs"
-        self.limit = 8.0 * budget_bytes if self.kind == "size" else float(macs)
-        self.budget_bytes, self.macs = budget_bytes, macs
+        if flash_bytes is not None and flash_cost is None:
+            raise UsageError("a Flash budget needs the Flash cost model the harness calibrates against Vela")
+        self.kind = "flash" if flash_bytes is not None else "size" if budget_bytes is not None else "macs"
+        self.limit = {"flash": flash_bytes, "size": 8.0 * (budget_bytes or 0), "macs": float(macs or 0)}[self.kind]
+        self.budget_bytes, self.macs, self.flash_bytes = budget_bytes, macs, flash_bytes
+        self.flash_cost = flash_cost
         self.sizes = model.output_sizes()
 
+    @property
+    def limits(self) -> dict[str, float]:
+        """This budget as ``core.budgets`` writes it: {kind: limit}."""
+        kind = {"size": "size_bound", "macs": "macs", "flash": "flash"}[self.kind]
+        return {kind: self.limit / 8 if self.kind == "size" else self.limit}
+
+    @property
+    def compresses(self) -> bool:
+        """Whether bits and sparsity change this budget's cost (not under a MAC budget)."""
+        return self.kind != "macs"
+
     def describe(self, value: float) -> str:
-        return f"{value / 8:.0f} bytes" if self.kind == "size" else f"{value:.0f} MACs"
+        if self.kind == "size":
+            return f"{value / 8:.0f} bytes"
+        return budgets.describe("flash" if self.kind == "flash" else "macs", value)
 
     def layer_cost(self, layer: SearchableLayer, name: str, kept_in: int, bits: int | None = None,
                    nonzero: float | None = None) -> float:
@@ -52,13 +96,16 @@ class Budget:
         per_output = layer.theta[0].numel() * (1 if layer.op == "dwconv" else kept_in / layer.in_channels)
         elements = round(kept_out * per_output)
         nonzero = layer.nonzero if nonzero is None else nonzero
-        bits = (layer.bits if bits is None else bits) or 32
-        return layer_size_bits(elements, kept_count(elements, nonzero) / elements, bits)
+        bits = layer.bits if bits is None else bits
+        if self.kind == "flash":
+            return self.flash_cost.layer_bytes(name, layer, elements, kept_out, bits, nonzero)
+        return layer_size_bits(elements, kept_count(elements, nonzero) / elements, bits or 32)
 
     def exact(self, model: GraphNet) -> float:
         """The cost of the selected configuration (skipped blocks cost nothing)."""
         kept = {"input": model.input_shape[2]}
-        inactive, total = model.inactive_layers(), 0.0
+        inactive = model.inactive_layers()
+        total = self.flash_cost.fixed() if self.kind == "flash" else 0.0
         for name, layer in model.layers.items():
             source = model.sources[name][0]
             if name in inactive:
@@ -74,6 +121,40 @@ class Budget:
         height, width = self.sizes[name]
         return cost.layer_macs(layer.op, getattr(layer, "kernel", 1), layer.in_channels, layer.out_channels,
                                height, width)
+
+
+def draw_configuration(model: GraphNet, keys: dict, options: dict, rng) -> dict:
+    """A configuration with each decision (``options``: ``node:axis`` -> options, op options (0, 1)) drawn
+    uniformly by ``rng``; width groups (``keys``, ``model.width_keys()``) share one draw."""
+    def pick(key):
+        return options[key][rng.integers(len(options[key]))]
+
+    widths = {key: pick(f"{key}:width") for key in sorted({k for k in keys.values() if k is not None})}
+    layers = {name: {"bits": pick(f"{name}:bits"), "nonzero": pick(f"{name}:nonzero"),
+                     "width": 1.0 if keys[name] is None else widths[keys[name]]}
+              for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
+    skipped = [block for block in model.blocks if pick(f"{block}:op") == 0.0]
+    return {"layers": layers, "skipped": skipped}
+
+
+def cost_range(model: GraphNet, budget: Budget) -> tuple[float, float]:
+    """The costs of the smallest and the largest configuration of ``model``'s space; selects neither."""
+    results = []
+    for smallest in (True, False):
+        select_configuration(model, extreme_configuration(model, budget, smallest))
+        results.append(budget.exact(model))
+    select_configuration(model, {"layers": {}, "skipped": []})
+    return results[0], results[1]
+
+
+def check_range(budget: Budget, minimum: float, maximum: float, space: str) -> None:
+    """A budget below the ``space``'s smallest configuration is an error; one at or above its largest, a warning."""
+    if budget.limit < minimum:
+        raise UsageError(f"budget {budget.describe(budget.limit)} is below the smallest configuration of the {space} "
+                         f"space, {budget.describe(minimum)}; raise the budget to at least that or add smaller options")
+    if budget.limit >= maximum:
+        warnings.warn(f"budget {budget.describe(budget.limit)} is at or above the largest configuration "
+                      f"({budget.describe(maximum)}): the search is unconstrained", BudgetWarning, stacklevel=4)
 
 
 def select_configuration(model: GraphNet, config: dict) -> None:
@@ -108,7 +189,7 @@ def extreme_configuration(model: GraphNet, budget: Budget, smallest: bool) -> di
     widths = {"layers": {name: {"bits": layer.bit_options[0], "nonzero": 1.0, "width": pick(layer.width_options)}
                          for name, layer in searchable.items()},
               "skipped": list(model.blocks) if smallest else []}
-    if budget.kind == "macs":  # bits and sparsity cost no MACs
+    if not budget.compresses:  # bits and sparsity cost no MACs
         return widths
     pairs = {name: (layer.bit_options, layer.nonzero_options) for name, layer in searchable.items()}
     return _with_pairs(model, budget, widths, pairs, pick)
@@ -122,7 +203,7 @@ def smallest_configuration(model: GraphNet, budget: Budget, config: dict, option
     for key, choices in options.items():
         if key.rsplit(":", 1)[1] in ("width", "op"):
             config = with_option(config, key, min(choices), width_keys)
-    if budget.kind == "macs":
+    if not budget.compresses:
         return config
     pairs = {}
     for name, choice in config["layers"].items():

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from core import budgets
 from core.candidate import Candidate, layer_shapes
 from core.data import Dataset
 from core.size_model import effective_bits, layer_size_bits
@@ -18,31 +19,45 @@ from search.strategy.finetune import finetune
 from search.strategy.uniform import evaluate
 
 
-def searched_name(strategy: str, supernet: str, budget_bytes: float | None, macs: int | None) -> str:
-    """e.g. ``udc-mbv2-24kB`` or ``udc-mbv2-2000000macs``."""
-    return f"{strategy}-{supernet}-" + (f"{budget_bytes / 1000:g}kB" if budget_bytes is not None else f"{macs}macs")
+COST_KEYS = {"size": "size_bits", "macs": "macs", "flash": "flash_bytes_predicted"}
+
+
+def searched_name(strategy: str, supernet: str, limits: dict[str, float]) -> str:
+    """e.g. ``udc-mbv2-flash38.912kB``, ``udc-mbv2-24kB`` (a size bound) or ``udc-mbv2-2000000macs``."""
+    return f"{strategy}-{supernet}-{budgets.label(limits)}"
 
 
 def budget_meta(budget: Budget, exact: float, met: bool) -> dict:
-    """``size_bits``/``macs``: the exact cost of the emitted configuration."""
-    return {"budget_bytes": budget.budget_bytes, "budget_macs": budget.macs, "constraint_met": met,
-            "size_bits" if budget.kind == "size" else "macs": exact}
+    """``size_bits``/``macs``/``flash_bytes_predicted``: the exact cost of the emitted configuration."""
+    return {"budget_bytes": budget.budget_bytes, "budget_macs": budget.macs, "budget_flash_bytes": budget.flash_bytes,
+            "constraint_met": met, COST_KEYS[budget.kind]: exact}
 
 
-def deployed_cost(candidate: Candidate, budget: Budget) -> float:
-    """The cost of ``candidate`` read off its weights. Size: per weight tensor N*(s*b + H2(s)) with s its
-    share of nonzeros and b its layer's bits, or more where its distinct nonzero values need more (what
-    the harness's size bound counts on the same tensors); MACs: each weight once per output pixel."""
-    if budget.kind == "size":
-        total = 0.0
-        for entry in candidate.weight_layers():
-            weight = np.asarray(candidate.weights[f"{entry['name']}.weight"])
-            bits = max(int(entry["bits"]), effective_bits(weight))
-            total += layer_size_bits(weight.size, int(np.count_nonzero(weight)) / weight.size, bits)
-        return float(total)
+def size_bound_bits(candidate: Candidate) -> float:
+    """The size bound of a candidate's weights: per weight tensor N*(s*b + H2(s)) with s its share of nonzeros
+    and b its layer's bits, or more where its distinct nonzero values need more (what the harness's size
+    bound counts on the same tensors)."""
+    total = 0.0
+    for entry in candidate.weight_layers():
+        weight = np.asarray(candidate.weights[f"{entry['name']}.weight"])
+        bits = max(int(entry["bits"]), effective_bits(weight))
+        total += layer_size_bits(weight.size, int(np.count_nonzero(weight)) / weight.size, bits)
+    return float(total)
+
+
+def deployed_macs(candidate: Candidate) -> float:
+    """MACs of a candidate: each weight once per output pixel."""
     shapes = layer_shapes(candidate.spec)
     return float(sum(candidate.weights[f"{entry['name']}.weight"].size * int(np.prod(shapes[entry["name"]][:-1]))
                      for entry in candidate.weight_layers()))
+
+
+def deployed_cost(candidate: Candidate, budget: Budget) -> float:
+    """The cost of ``candidate`` read off its weights, in ``budget``'s kind: the predicted Flash of its codes,
+    its size bound (bits) or its MACs."""
+    if budget.kind == "flash":
+        return budget.flash_cost.candidate_bytes(candidate)
+    return size_bound_bits(candidate) if budget.kind == "size" else deployed_macs(candidate)
 
 
 def deployed_verdict(candidate: Candidate, budget: Budget) -> dict:
@@ -62,7 +77,7 @@ def searched_candidate(model: GraphNet, settings: dict, meta: dict, budget: Budg
     """The configuration as searched, before finetuning (weights Q(theta) * m at the selected options), with
     its own budget verdict; None where a layer's search-time range leaves no nonzero weight, which
     finetuning repairs."""
-    name = searched_name(meta["strategy"], settings["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
+    name = searched_name(meta["strategy"], settings["supernet"], meta.get("budgets") or budget.limits)
     model = copy.deepcopy(model)
     model.refresh_masks()
     try:
@@ -96,14 +111,30 @@ def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: b
         weight_norm.update({f"after_{other_label}": other_norms["after"],
                             f"trajectory_{other_label}": other_norms["trajectory"],
                             f"accuracy_{other_label}": evaluate(other, dataset.x_test, dataset.y_test)})
-    name = searched_name(meta["strategy"], s["supernet"], meta.get("budget_bytes"), meta.get("budget_macs"))
-    full_meta = {**meta, "supernet": s["supernet"], "dataset": dataset.name, "decisions": decisions_meta(model),
-                 "weight_norm": weight_norm, "search": dict(s)}
-    candidate = to_candidate(model, name, full_meta)
+    meta = {**meta, "supernet": s["supernet"], "dataset": dataset.name, "weight_norm": weight_norm, "search": dict(s)}
+    return emit_candidate(model, dataset, meta, budget)
+
+
+RECOVERY_SHARE = 4  # a measured move is followed by 1/4 of the finetuning steps at the final stage
+
+
+def recover(model: GraphNet, dataset: Dataset, settings: dict) -> None:
+    """A short finetune of a configuration moved after finetuning: the final stage only (every weight
+    quantized, masks at their fractions), a quarter of the finetuning steps."""
+    s = settings
+    finetune(model, dataset, max(1, s["finetune_steps"] // RECOVERY_SHARE), s["finetune_batch_size"],
+             s["finetune_lr"], (0.0, 0.0, 1.0), s["quant_noise"], s["qhat"], s["seed"], True, "recovery finetune")
+
+
+def emit_candidate(model: GraphNet, dataset: Dataset, meta: dict, budget: Budget) -> Candidate:
+    """The selected configuration of ``model`` as a candidate with the budget verdict of its weights (a
+    warning where they miss the budget) and its float test accuracy."""
+    name = searched_name(meta["strategy"], meta["supernet"], meta.get("budgets") or budget.limits)
+    candidate = to_candidate(model, name, {**meta, "decisions": decisions_meta(model)})
     verdict = deployed_verdict(candidate, budget)
     candidate.spec["meta"].update(verdict)
     if not verdict["constraint_met"]:
-        cost = verdict["size_bits" if budget.kind == "size" else "macs"]
+        cost = verdict[COST_KEYS[budget.kind]]
         warnings.warn(f"{meta['strategy']}: the deployed candidate costs {budget.describe(cost)}, over the budget of "
                       f"{budget.describe(budget.limit)}: constraint NOT met", BudgetWarning, stacklevel=2)
     candidate.spec["meta"]["accuracy_float"] = evaluate(build_torch(candidate), dataset.x_test, dataset.y_test)

@@ -55,10 +55,10 @@ def scale_to_budget(alpha: np.ndarray, beta: np.ndarray, size_of, budget: float,
 class NeuralScaleSearch(UDCSearch):
     extra_defaults = NEURALSCALE_DEFAULTS
 
-    def __init__(self, dataset, budget_bytes=None, macs=None, settings=None, quiet=False, pretrained=None):
+    def __init__(self, dataset, budget_bytes=None, macs=None, settings=None, quiet=False, pretrained=None, **options):
         grid = tuple(k / FILTER_GRID for k in range(1, FILTER_GRID + 1))
         settings = {**(settings or {}), "nonzero_options": [1.0], "width_options": list(grid), "search_depth": False}
-        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained)
+        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **options)
         self.strategy = "neuralscale"
         if 8 not in self.settings["bit_options"]:
             raise UsageError("neuralscale keeps 8-bit weights: include 8 in bit_options")

@@ -24,15 +24,16 @@ from search.strategy.udc import UDCSearch
 
 def search_in_processes(processes: int, dataset: Dataset, budget_bytes: float | None = None, macs: int | None = None,
                         settings: dict | None = None, vanilla: bool = False, quiet: bool = False,
-                        pretrained: dict | None = None) -> tuple[Candidate, Candidate | None]:
-    """The deployed candidate and the searched one (before finetuning; None if it cannot be made)."""
+                        pretrained: dict | None = None, **options) -> tuple[Candidate, Candidate | None]:
+    """The deployed candidate and the searched one (before finetuning; None if it cannot be made); ``options``:
+    UDCSearch's budgets and cost providers."""
     merged = merged_settings(settings)
     if processes < 1 or merged["samples"] % processes:
         raise UsageError(f"--processes {processes} must divide the MC samples ({merged['samples']}); "
                          f"set search.samples to a multiple of it")
     state = pretrained if pretrained is not None else pretrain_state(dataset, merged, quiet)
     with tempfile.TemporaryDirectory(prefix="udc-processes-") as workdir:
-        arguments = (processes, workdir, dataset, budget_bytes, macs, settings, vanilla, quiet, state)
+        arguments = (processes, workdir, dataset, budget_bytes, macs, settings, vanilla, quiet, state, options)
         torch.multiprocessing.spawn(_worker, args=arguments, nprocs=processes, join=True)
         searched = Path(workdir) / "searched"
         return (candidate_io.load(Path(workdir) / "candidate"),
@@ -40,11 +41,12 @@ def search_in_processes(processes: int, dataset: Dataset, budget_bytes: float | 
 
 
 def _worker(rank: int, processes: int, workdir: str, dataset: Dataset, budget_bytes, macs, settings, vanilla, quiet,
-            state) -> None:
+            state, options) -> None:
     torch.set_num_threads(1)  # one core per process
     dist.init_process_group("gloo", init_method=f"file://{workdir}/rendezvous", rank=rank, world_size=processes)
     try:
-        search = UDCSearch(dataset, budget_bytes, macs, settings, vanilla=vanilla, quiet=quiet, pretrained=state)
+        search = UDCSearch(dataset, budget_bytes, macs, settings, vanilla=vanilla, quiet=quiet, pretrained=state,
+                           **options)
         candidate = search.run()
         if candidate is not None:
             candidate.save(Path(workdir) / "candidate")

@@ -16,9 +16,9 @@ from core.candidate import Candidate
 from core.data import Dataset
 from core.errors import UsageError
 from search.decisions import DecisionSpace
-from search.space import GraphNet, SearchableLayer
-from search.strategy.budget import Budget, cheaper, next_option, select_configuration
-from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
+from search.space import GraphNet
+from search.strategy.budget import Budget, cheaper, draw_configuration, next_option, select_configuration
+from search.strategy.emit import budget_meta, searched_candidate
 from search.strategy.finetune import finetune
 from search.strategy.udc import UDCSearch
 from search.strategy.uniform import evaluate
@@ -34,7 +34,7 @@ def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generat
     keys = model.width_keys()
     # op options (0, 1): identity first, so a draw of 0.0 skips the block
     options = DecisionSpace.of(model, by_layer=True, op_options=(0.0, 1.0)).options
-    config = _draw(model, keys, options, rng)
+    config = draw_configuration(model, keys, options, rng)
     select_configuration(model, config)
     while budget.exact(model) > budget.limit:
         moves = [moved for key in options
@@ -55,24 +55,12 @@ def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generat
     return config
 
 
-def _draw(model: GraphNet, keys: dict, options: dict, rng: np.random.Generator) -> dict:
-    def pick(key):
-        return options[key][rng.integers(len(options[key]))]
-
-    widths = {key: pick(f"{key}:width") for key in sorted({k for k in keys.values() if k is not None})}
-    layers = {name: {"bits": pick(f"{name}:bits"), "nonzero": pick(f"{name}:nonzero"),
-                     "width": 1.0 if keys[name] is None else widths[keys[name]]}
-              for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
-    skipped = [block for block in model.blocks if pick(f"{block}:op") == 0.0]
-    return {"layers": layers, "skipped": skipped}
-
-
 class RandomSearch(UDCSearch):
     """Shares UDC's settings, supernet, budget checks and finetuning; replaces the search by sampling."""
 
     def __init__(self, dataset: Dataset, budget_bytes: float | None = None, macs: int | None = None,
-                 settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None):
-        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained)
+                 settings: dict | None = None, quiet: bool = False, pretrained: dict | None = None, **options):
+        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **options)
         self.strategy = "random"
 
     def run(self) -> Candidate:
@@ -105,11 +93,11 @@ class RandomSearch(UDCSearch):
         exact, met = self.check_constraint(model)
         self.timings["search_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        meta = {"strategy": "random", **budget_meta(self.budget, exact, met),
+        meta = {"strategy": "random", "budgets": self.limits, **budget_meta(self.budget, exact, met),
                 "random": {"trials": trials, "steps_per_trial": steps_each, "best_trial": trial,
                            "validation_accuracy": accuracy}}
         self.searched = searched_candidate(model, s, meta, self.budget)
-        candidate = finish_candidate(model, self.dataset, s, self.quiet, meta, self.budget)
+        candidate = self.deploy(model, meta)
         self.timings["finetune_s"] = time.perf_counter() - started
         candidate.spec["meta"]["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
         return candidate

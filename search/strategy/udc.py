@@ -19,23 +19,28 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from core.budgets import searched_kind
 from core.candidate import Candidate
 from core.data import Dataset
 from core.errors import UsageError
 from search import cost
 from search.decisions import DecisionSpace
+from search.flash_cost import WeightEncoder
 from search.relaxation import exponential, linear, mixed_sample, project, ste_top_kappa
 from search.settings import DNAS_SETTINGS, UDC_QUICK, merged_settings
 from search.space import Add, GraphNet, SearchableLayer, make_supernet
 from search.strategy.base import Strategy
-from search.strategy.budget import (Budget, BudgetWarning, extreme_configuration, repair_configuration,
+from search.strategy.budget import (BudgetWarning, budget_limits, check_range, cost_range, repair_configuration,
                                     select_configuration, smallest_cost)
-from search.strategy.emit import budget_meta, finish_candidate, searched_candidate
+from search.strategy.emit import COST_KEYS, budget_meta, finish_candidate, recover, searched_candidate
+from search.strategy.measured import (CALIBRATION_SEED, DeployedFigures, move_options, searched_budget,
+                                      verify_measured)
 from search.strategy.pretrain import pretrain_state
 from search.strategy.uniform import MASK_INTERVAL, scaled_lr_groups, training_batches
 
 class UDCSearch(Strategy):
-    """UDC (or vanilla DNAS with ``vanilla=True``) under a size budget in bytes or a MAC budget.
+    """UDC (or vanilla DNAS with ``vanilla=True``) under ``budgets`` (``core.budgets``; shorthands: ``budget_bytes``,
+    a size bound, and ``macs``); measured budgets use the harness's providers (``search.strategy.measured``).
 
     ``run()`` pretrains (unless given ``pretrained``, a state from ``pretrain_state``), searches,
     checks the argmax configuration against the budget (repairing it loudly if it misses), finetunes
@@ -48,16 +53,20 @@ class UDCSearch(Strategy):
 
     def __init__(self, dataset: Dataset, budget_bytes: float | None = None, macs: int | None = None,
                  settings: dict | None = None, vanilla: bool = False, quiet: bool = False,
-                 pretrained: dict[str, torch.Tensor] | None = None):
+                 pretrained: dict[str, torch.Tensor] | None = None, budgets: dict[str, float] | None = None,
+                 deployed_figures: DeployedFigures | None = None, weight_encoder: WeightEncoder | None = None):
         self.settings = merged_settings(settings, {**UDC_QUICK, **self.extra_defaults})
         if vanilla:
             self.settings.update(DNAS_SETTINGS)
         self.strategy = "dnas" if vanilla else "udc"
         self.dataset, self.quiet, self.pretrained = dataset, quiet, pretrained
-        self.fixed = self._fixed_options(macs is not None)
+        self.limits = budget_limits(budgets, budget_bytes, macs)
+        self.deployed_figures = deployed_figures
+        self.fixed = self._fixed_options(searched_kind(self.limits) == "macs")
         self.model = self._folded_supernet(pretrained=False)
-        self.budget = Budget(self.model, budget_bytes, macs)
-        self.minimum, self.maximum = self.cost_range(self.model)
+        self.budget, self.flash_model = searched_budget(self.model, self.limits, self._calibration_supernet, dataset,
+                                                        deployed_figures, weight_encoder, quiet)
+        self.minimum, self.maximum = cost_range(self.model, self.budget)
         self.check_budget()
         self.timings: dict[str, float] = {}
         self.rank, self.world = 0, 1
@@ -65,6 +74,13 @@ class UDCSearch(Strategy):
             self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         if self.settings["samples"] % self.world:
             raise UsageError(f"samples={self.settings['samples']} must be a multiple of the {self.world} processes")
+
+    def _calibration_supernet(self) -> GraphNet:
+        """The supernet at one fixed initialisation, whatever the search's seed, so its calibration compiles are
+        found in the cache again."""
+        with torch.random.fork_rng():
+            torch.manual_seed(CALIBRATION_SEED)
+            return self._folded_supernet(pretrained=False)
 
     # -- setup
 
@@ -99,24 +115,8 @@ class UDCSearch(Strategy):
             layer.select(bits=self.fixed.get("bits"), nonzero=self.fixed.get("nonzero", 1.0))
         return model
 
-    def cost_range(self, model: GraphNet) -> tuple[float, float]:
-        results = []
-        for smallest in (True, False):
-            select_configuration(model, extreme_configuration(model, self.budget, smallest))
-            results.append(self.budget.exact(model))
-        select_configuration(model, {"layers": {}, "skipped": []})
-        return results[0], results[1]
-
     def check_budget(self) -> None:
-        if self.budget.limit < self.minimum:
-            raise UsageError(
-                f"budget {self.budget.describe(self.budget.limit)} is below the smallest configuration of the "
-                f"{self.settings['supernet']} space, {self.budget.describe(self.minimum)}; raise the budget to at "
-                f"least that or add smaller options")
-        if self.budget.limit >= self.maximum:
-            warnings.warn(f"budget {self.budget.describe(self.budget.limit)} is at or above the largest "
-                          f"configuration ({self.budget.describe(self.maximum)}): the search is unconstrained",
-                          BudgetWarning, stacklevel=3)
+        check_range(self.budget, self.minimum, self.maximum, self.settings["supernet"])
 
     def _build_decisions(self, model: GraphNet) -> None:
         self.width_keys = model.width_keys()
@@ -177,7 +177,10 @@ class UDCSearch(Strategy):
             width_out = expected(f"{self.width_keys[name]}:width", 1.0)
             if layer.op == "dwconv":
                 width_in = 1.0  # its channels are its input's: width_out already counts them
-            if self.budget.kind == "size":
+            if self.budget.kind == "flash":
+                layer_cost = self.budget.flash_cost.relaxed_layer(
+                    name, layer, z.get(f"{name}:bits"), z.get(f"{name}:nonzero"), width_out, width_in)
+            elif self.budget.kind == "size":
                 layer_cost = cost.relaxed_layer_size_bits(
                     layer.theta.numel(), expected(f"{name}:nonzero", layer.nonzero),
                     expected(f"{name}:bits", layer.bits or 32), width_out, width_in)
@@ -186,6 +189,8 @@ class UDCSearch(Strategy):
             if name in self.block_of:
                 layer_cost = layer_cost * expected(f"{self.block_of[name]}:op", 1.0)
             total = total + layer_cost
+        if self.budget.kind == "flash":
+            total = total + self.budget.flash_cost.fixed()
         return torch.as_tensor(total).reshape(-1)
 
     @torch.no_grad()
@@ -245,6 +250,8 @@ class UDCSearch(Strategy):
         self._build_decisions(model)
         for layer in model.searchable_layers():
             layer.init_option_ranges()
+        if self.budget.kind == "flash":  # the encoded bytes of the pretrained weights, not the initial ones
+            self.budget.flash_cost.refresh(model)
         torch.manual_seed(s["seed"])
         rng = np.random.default_rng(s["seed"])
         # Each process draws its own Gumbel noise; data and everything else are shared.
@@ -296,6 +303,8 @@ class UDCSearch(Strategy):
                                      "relaxed_cost": None if relaxed is None else relaxed.mean().item()})
         progress.close()
         model.relax()
+        if self.budget.kind == "flash":  # the verdict and the repair cost the searched weights
+            self.budget.flash_cost.refresh(model)
         select_configuration(model, self.argmax_configuration(model))
         self.timings["search_s"] = self.timings.get("search_s", 0.0) + time.perf_counter() - started
         return model
@@ -356,7 +365,7 @@ class UDCSearch(Strategy):
                               f"configuration of its decisions costs {self.budget.describe(smallest)}: constraint "
                               "NOT met", BudgetWarning, stacklevel=2)
         return {**budget_meta(self.budget, exact, exact <= self.budget.limit), **meta,
-                ("size_bits_gamma_pi" if self.budget.kind == "size" else "macs_gamma_pi"): exact_argmax}
+                f"{COST_KEYS[self.budget.kind].removesuffix('_predicted')}_gamma_pi": exact_argmax}
 
     def run(self) -> Candidate | None:
         """The finetuned candidate; None in every process but the first of a process group."""
@@ -365,13 +374,27 @@ class UDCSearch(Strategy):
             return None
         budget_figures = self.enforce_budget(model)
         started = time.perf_counter()
-        meta = {"strategy": self.strategy, **budget_figures, "processes": self.world,
+        meta = {"strategy": self.strategy, "budgets": self.limits, **budget_figures, "processes": self.world,
                 "pi": {key: [round(p, 4) for p in d.probs().tolist()] for key, d in self.decisions.items()},
                 "search_history": self.history}
         if getattr(self, "lambda_sweep", None):
             meta["lambda_sweep"] = self.lambda_sweep
         self.searched = searched_candidate(model, self.settings, meta, self.budget)
-        candidate = finish_candidate(model, self.dataset, self.settings, self.quiet, meta, self.budget)
+        candidate = self.deploy(model, meta)
         self.timings["finetune_s"] = time.perf_counter() - started
         candidate.spec["meta"]["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
         return candidate
+
+    # -- the deployed candidate, measured
+
+    def deploy(self, model: GraphNet, meta: dict) -> Candidate:
+        """Finetune the selected configuration and emit it; where a budget is measured (Flash, NPU cycles,
+        SRAM), compile it and move it cheaper until it fits (``measured.verify_measured``)."""
+        if self.budget.kind == "flash":
+            meta = {**meta, "flash_model": self.flash_model.to_meta()}
+        candidate = finish_candidate(model, self.dataset, self.settings, self.quiet, meta, self.budget)
+        if self.deployed_figures is None or len(self.limits) == 1 and self.budget.kind != "flash":
+            return candidate  # a lone size bound or MAC budget: the emitted verdict counted it exactly
+        options, log_probability = move_options(model, getattr(self, "decisions", None), tuple(self.fixed))
+        return verify_measured(candidate, model, self.dataset, self.budget, self.limits, self.deployed_figures,
+                               options, log_probability, lambda moved: recover(moved, self.dataset, self.settings))

@@ -64,9 +64,9 @@ class UNASSearch(UDCSearch):
     extra_defaults = UNAS_DEFAULTS
 
     def __init__(self, dataset, budget_bytes=None, macs=None, settings=None, quiet=False, pretrained=None,
-                 operator_cycles: cost.OperatorCycles | None = None):
+                 operator_cycles: cost.OperatorCycles | None = None, **options):
         settings = {**(settings or {}), "projection": False, "rejection": False}
-        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained)
+        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **options)
         self.strategy = "unas"
         self.operator_cycles = operator_cycles
 

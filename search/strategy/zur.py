@@ -52,10 +52,10 @@ class ZurSearch(UDCSearch):
 
     extra_defaults = ZUR_DEFAULTS
 
-    def __init__(self, dataset, budget_bytes=None, macs=None, settings=None, quiet=False, pretrained=None):
+    def __init__(self, dataset, budget_bytes=None, macs=None, settings=None, quiet=False, pretrained=None, **options):
         grid = tuple(k / FILTER_GRID for k in range(1, FILTER_GRID + 1))
         settings = {**(settings or {}), "nonzero_options": [1.0], "width_options": list(grid), "search_depth": False}
-        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained)
+        super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **options)
         self.strategy = "zur"
 
     def _groups(self, model: GraphNet) -> dict[str, int]:
