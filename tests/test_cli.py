@@ -187,6 +187,20 @@ def test_search_writes_searched_and_deployed_candidates_under_budget(capsys, tmp
     assert list((out / "cache").glob("pretrain-udc-*.pt"))  # a second search starts from the cached pretraining
 
 
+def test_a_search_over_its_budget_exits_1_and_says_what_to_change(capsys, tmp_path):
+    """A search too short to move pi, with the repair off: written, marked, exit 1, and the advice names the
+    repair only because it is off."""
+    config = tmp_path / "udc.toml"
+    config.write_text(TINY_UDC.replace("warmup_steps = 16", "warmup_steps = 0").replace("search_steps = 96",
+                                                                                       "search_steps = 2")
+                      + "pi_lr = 1e-6\nrepair = false\n")
+    code, stdout, stderr = run_cli(capsys, "search", "--config", config, "--budget", "size_bound=20KB", "--dataset",
+                                   "synthetic", "--out", tmp_path / "out", "--quiet")
+    assert code == 1 and "constraint NOT MET" in stdout
+    assert stderr.strip().splitlines()[-1] == ("error: udc-mbv2-20kB is over its budget (written, marked "
+                                               "constraint_met=false); raise the budget or enable udc.repair")
+
+
 @pytest.mark.parametrize("strategy", ["udc", "random"])
 def test_a_flash_budget_is_the_flash_vela_measures(capsys, tmp_path, strategy):
     """The done-when of measured budgets: the deployed candidate of a Flash-budget search measures at or under

@@ -58,7 +58,7 @@ def main(args) -> int:
     print(f"measure it: python -m harness measure --candidate {directory / 'deployed'} --target vela")
     if not search.met():
         print(f"error: {candidate.name} is over its budget (written, marked constraint_met=false); raise the budget"
-              + ("" if meta.get("repair_moves") or meta.get("measured_moves") else " or enable udc.repair"),
+              + ("" if (meta.get("search") or {}).get("repair", True) else " or enable udc.repair"),
               file=sys.stderr)
         return 1
     return 0

@@ -9,6 +9,7 @@ settings they hold for (``key``).
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 
@@ -53,6 +54,18 @@ def searched_budget(model: GraphNet, limits: dict[str, float], calibration_super
     return Budget(model, flash_bytes=limits["flash"], flash_cost=FlashCost(model, flash_model, encoder)), flash_model
 
 
+def recalibrate(budget: Budget, model: GraphNet, dataset, figures: DeployedFigures, quiet: bool = False) -> FlashModel:
+    """The Flash model fitted again on networks of ``model``'s own weights (the pretrained supernet: trained
+    weights encode unlike initial ones), and ``budget``'s rates measured on them; ``model`` is left as it is."""
+    networks = copy.deepcopy(model)
+    for layer in networks.searchable_layers():
+        layer.init_option_ranges()  # each bitwidth's clip range for these weights, as the search starts from
+    flash_model = calibrate_flash(networks, calibration_images(dataset), figures, CALIBRATION_SEED, quiet=quiet)
+    budget.flash_cost.flash_model = flash_model
+    budget.flash_cost.refresh(model)
+    return flash_model
+
+
 def calibration_images(dataset) -> np.ndarray:
     return np.asarray(dataset.x_train[:CALIBRATION_IMAGES], np.float32)
 
@@ -75,7 +88,11 @@ def calibrate_flash(model: GraphNet, images: np.ndarray, figures: DeployedFigure
                            disable=True if quiet else None):
             select_configuration(model, config)
             model.refresh_masks()
-            measured = figures(to_candidate(model, f"{model.architecture}-flash-calibration", {}), images)
+            try:
+                candidate = to_candidate(model, f"{model.architecture}-flash-calibration", {})
+            except ValueError:  # a layer whose every weight quantizes to zero: no network to compile
+                continue
+            measured = figures(candidate, images)
             samples.append((measured["features"], float(measured["flash_bytes"])))
             key = measured["key"]
     finally:

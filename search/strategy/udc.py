@@ -33,7 +33,7 @@ from search.strategy.base import Strategy
 from search.strategy.budget import (BudgetWarning, budget_limits, check_range, cost_range, repair_configuration,
                                     select_configuration, smallest_cost)
 from search.strategy.emit import COST_KEYS, budget_meta, finish_candidate, recover, searched_candidate
-from search.strategy.measured import (CALIBRATION_SEED, DeployedFigures, move_options, searched_budget,
+from search.strategy.measured import (CALIBRATION_SEED, DeployedFigures, move_options, recalibrate, searched_budget,
                                       verify_measured)
 from search.strategy.pretrain import pretrain_state
 from search.strategy.uniform import MASK_INTERVAL, scaled_lr_groups, training_batches
@@ -67,7 +67,7 @@ class UDCSearch(Strategy):
         self.budget, self.flash_model = searched_budget(self.model, self.limits, self._calibration_supernet, dataset,
                                                         deployed_figures, weight_encoder, quiet)
         self.minimum, self.maximum = cost_range(self.model, self.budget)
-        self.check_budget()
+        check_range(self.budget, self.minimum, self.maximum, self.settings["supernet"])
         self.timings: dict[str, float] = {}
         self.rank, self.world = 0, 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -113,10 +113,9 @@ class UDCSearch(Strategy):
             model.load_state_dict(self.pretrained)
         for layer in model.searchable_layers():
             layer.select(bits=self.fixed.get("bits"), nonzero=self.fixed.get("nonzero", 1.0))
+        if pretrained and self.budget.kind == "flash":  # Vela's Flash of networks with these weights
+            self.flash_model = recalibrate(self.budget, model, self.dataset, self.deployed_figures, self.quiet)
         return model
-
-    def check_budget(self) -> None:
-        check_range(self.budget, self.minimum, self.maximum, self.settings["supernet"])
 
     def _build_decisions(self, model: GraphNet) -> None:
         self.width_keys = model.width_keys()
