@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _command(name: str):
-    return importlib.import_module(f"harness.commands.{name}")
+    return importlib.import_module(f"harness.commands.{name.replace('-', '_')}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ the searches' (every key of ``search.settings.UDC_QUICK``, checked there). Prese
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from pathlib import Path
 
@@ -29,8 +30,12 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
     # where the firmware targets find their parts; an empty value falls back to the environment variable
     # (TFLM_ROOT, ETHOSU_DRIVER, FVP_CORSTONE300, UDC_BOARD_PORT, UDC_BOARD_PROBE, UDC_PYOCD_TARGET)
-    "firmware": {"tflm_root": (str,), "kernels": (str,), "ethosu_driver": (str,), "fvp": (str,)},
+    "firmware": {"tflm_root": (str,), "kernels": (str,), "ethosu_driver": (str,), "fvp": (str,), "model_id": (str,),
+                 "baud": (int,)},
     "board": {"port": (str,), "probe": (str,), "pyocd_target": (str,)},
+    # a device flashed with an MLPerf Tiny firmware (docs/protocol.md); runs 0 and warmups -1: the runner's
+    "mlperf_dut": {"port": (str,), "baud": (int,), "chunk_bytes": (int,), "windows": (int,), "runs": (int,),
+                   "warmups": (int,), "timeout_s": (_NUMBER,)},
     # thresholds of 'regress': relative for sizes and latency, absolute (a fraction) for accuracy
     "regress": {**{metric: (_NUMBER,) for metric in METRICS}, "alpha": (_NUMBER,)},
 }
@@ -45,8 +50,11 @@ DEFAULTS: dict[str, dict] = {
     "search": {"supernet": "mbv2", "bits": [8, 4, 2], "nonzero": [1.0, 0.5, 0.2], "seed": 0},
     "measure": {"calibration_samples": 200, "allow_cpu_ops": False},
     "vela": {},
-    "firmware": {"tflm_root": "", "kernels": "cmsis_nn", "ethosu_driver": "", "fvp": ""},
+    "firmware": {"tflm_root": "", "kernels": "cmsis_nn", "ethosu_driver": "", "fvp": "", "model_id": "ic01",
+                 "baud": 115200},
     "board": {"port": "", "probe": "", "pyocd_target": ""},
+    "mlperf_dut": {"port": "", "baud": 115200, "chunk_bytes": 31, "windows": 5, "runs": 0, "warmups": -1,
+                   "timeout_s": 30.0},
     "regress": {"alpha": 0.05},
     "udc": {},
     **{peer: {} for peer in PEER_SECTIONS},
@@ -81,12 +89,26 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     except UsageError as error:
         raise UsageError(f"{path or 'command line'}: [{section}] {error}") from None
     _check_run(config["run"])
-    if config["firmware"]["kernels"] not in KERNELS:
-        raise UsageError(f"firmware.kernels = {config['firmware']['kernels']!r}; choose one of {', '.join(KERNELS)}")
+    _check_firmware(config["firmware"])
     return config
 
 
 KERNELS = ("cmsis_nn", "reference")
+UART_CLOCK_HZ = 25_000_000  # the SSE-300 UART's clock (firmware/platform/sse300/sse300.c)
+BAUD_RANGE = (1200, 2_000_000)
+
+
+def _check_firmware(firmware: dict) -> None:
+    if firmware["kernels"] not in KERNELS:
+        raise UsageError(f"firmware.kernels = {firmware['kernels']!r}; choose one of {', '.join(KERNELS)}")
+    if not re.fullmatch(r"[a-z0-9_]{1,20}", firmware["model_id"]):
+        raise UsageError(f"firmware.model_id = {firmware['model_id']!r}: give 1-20 characters of a-z, 0-9 and _ "
+                         "(an MLPerf Tiny id: ic01, vww01, kws01, ad01)")
+    baud = firmware["baud"]
+    if not BAUD_RANGE[0] <= baud <= BAUD_RANGE[1] or UART_CLOCK_HZ // baud < 16:
+        raise UsageError(f"firmware.baud = {baud}: give a rate from {BAUD_RANGE[0]} to {BAUD_RANGE[1]} that the UART's "
+                         f"{UART_CLOCK_HZ // 1_000_000} MHz clock can divide by at least 16 (at most "
+                         f"{UART_CLOCK_HZ // 16})")
 
 
 def _check_run(run: dict) -> None:

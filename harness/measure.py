@@ -91,9 +91,37 @@ def _measure_prepared(tflite, info, target, workdir, label, candidate, test_imag
         "tflite_bytes": len(tflite),
     })
     if test_images is not None and test_labels is not None and len(test_images):
-        outputs = target.infer(quantize_inputs(test_images, info.input))
-        predictions = outputs.reshape(len(test_images), -1).argmax(axis=1)
-        record["accuracy_int8"] = float((predictions == test_labels).mean())
-        record["accuracy_samples"] = int(len(test_images))
+        record.update(accuracy(target, quantize_inputs(test_images, info.input), test_labels))
     record["measure_seconds"] = time.perf_counter() - started
     return record
+
+
+def accuracy(target: Target, inputs: np.ndarray, labels: np.ndarray) -> dict:
+    """Top-1 accuracy of the target's outputs on int8 ``inputs``."""
+    predictions = target.infer(inputs).reshape(len(inputs), -1).argmax(axis=1)
+    return {"accuracy_int8": float((predictions == labels).mean()), "accuracy_samples": int(len(inputs))}
+
+
+def pixel_codes(images: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] as the int8 codes of their 8-bit pixels (scale 1/255, zero point -128): the input
+    of a device whose model the harness has no file of."""
+    return (np.clip(np.round(images * 255), 0, 255) - 128).astype(np.int8)
+
+
+def measure_device(target: Target, tflite: bytes | None, info: TFLiteInfo | None, workdir, label: str,
+                   test_images: np.ndarray | None = None, test_labels: np.ndarray | None = None) -> dict:
+    """Measure the model a device holds (``target.holds_model``): its performance windows and, with test
+    images, its accuracy; ``tflite``, when given, names the model and quantises the inputs."""
+    started = time.perf_counter()
+    try:
+        target.prepare(tflite, workdir, label)
+        record = dict(target.counters())
+        if tflite is not None:
+            record["tflite_bytes"] = len(tflite)
+        if test_images is not None and test_labels is not None and len(test_images):
+            inputs = quantize_inputs(test_images, info.input) if info is not None else pixel_codes(test_images)
+            record.update(accuracy(target, inputs, test_labels))
+        record["measure_seconds"] = time.perf_counter() - started
+        return record
+    finally:
+        target.close()

@@ -45,7 +45,10 @@ def measure_job(config: dict, target: Target, store: Store, out_dir: Path, candi
                         force=force, allow_cpu_ops=bool(config["measure"]["allow_cpu_ops"]), retry_failed=retry_failed)
     run_id = store.start_run("measure", {**described, "target": target.name, "settings": target.settings()},
                              pipeline.provenance)
-    jobs = [(pipeline.measure_candidate, c) for c in candidates] + [(pipeline.measure_tflite, p) for p in tflites]
+    if getattr(target, "holds_model", False):  # the model is on the device: measured once, named by a .tflite
+        jobs = [(pipeline.measure_device, path) for path in tflites or [None]]
+    else:
+        jobs = [(pipeline.measure_candidate, c) for c in candidates] + [(pipeline.measure_tflite, p) for p in tflites]
     jobs = [(again, *job) for again in range(repeat) for job in jobs]
     failed, status = 0, "failed"
     try:

@@ -29,7 +29,7 @@ from core.errors import HarnessError, ModelError, UsageError
 from core.search_result import SearchResult
 from core.supervised import worker
 from core.tflite_model import read_tflite, require_int8
-from harness.measure import measure_model
+from harness.measure import measure_device, measure_model
 from harness.provenance import provenance
 from results.store import Store
 from targets.base import Target
@@ -180,6 +180,28 @@ class Pipeline:
         try:
             measured = measure_model(data, info, self.target, self.artifact_dir(content_hash), path.stem, None,
                                      images, labels, self.allow_cpu_ops)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one model never takes the run down
+            return self._record(run_id, base, self.settings_key, None, exc)
+        return self._record(run_id, base, self.settings_key, measured, None)
+
+    def measure_device(self, path: Path | None, run_id: int | None = None) -> dict:
+        """Measure the model on a device that holds it (``target.holds_model``), named by the .tflite at
+        ``path`` when given, else by the device; never from the cache, since a device can be flashed anew
+        under the same name."""
+        data = info = None
+        if path is not None:
+            info = read_tflite(path)
+            require_int8(info, str(path))
+            data = path.read_bytes()
+        identity = self.target.identity()
+        content_hash = hashlib.sha256(data or json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        name = path.stem if path is not None else f"{identity.get('model') or 'model'}@{identity['name']}"
+        base = {"candidate_hash": content_hash, "candidate_name": name, "strategy": "device"}
+        images, labels = self.evaluation.images()
+        try:
+            measured = measure_device(self.target, data, info, self.artifact_dir(content_hash), name, images, labels)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one model never takes the run down

@@ -18,7 +18,7 @@ from core.errors import HarnessError, UsageError
 from targets.base import Target
 
 VELA_KEYS = {key: f"vela.{key}" for key in ("accelerator", "system_config", "memory_mode", "optimise")}
-FIRMWARE_KEYS = {"tflm_root": "firmware.tflm_root"}
+FIRMWARE_KEYS = {"tflm_root": "firmware.tflm_root", "model_id": "firmware.model_id", "baud": "firmware.baud"}
 NPU_FIRMWARE_KEYS = {**VELA_KEYS, **FIRMWARE_KEYS, "driver": "firmware.ethosu_driver", "fvp": "firmware.fvp"}
 
 
@@ -59,6 +59,11 @@ TARGETS: dict[str, TargetEntry] = {entry.name: entry for entry in (
                 "cycles", "targets.board:BoardTarget",
                 {**NPU_FIRMWARE_KEYS, "port": "board.port", "probe": "board.probe", "pyocd_target": "board.pyocd_target"},
                 ("TFLM_ROOT", "ETHOSU_DRIVER", "UDC_BOARD_PORT", "UDC_BOARD_PROBE", "UDC_PYOCD_TARGET")),
+    TargetEntry("mlperf-dut", "any device flashed with an MLPerf Tiny firmware (--port tty, socket://, unix://): "
+                "latency from its timestamps as MLPerf Tiny's runner measures, accuracy from its results",
+                "targets.mlperf_dut:MLPerfDutTarget",
+                {key: f"mlperf_dut.{key}" for key in ("port", "baud", "chunk_bytes", "windows", "runs", "warmups",
+                                                      "timeout_s")}),
 )}
 
 

@@ -17,7 +17,7 @@ from targets.serial_link import ProtocolError, SerialLink
 from targets.serial_target import TIMED_RUNS
 from targets.sessions import Session
 
-BAUD = 115200
+BAUD = 115200  # the default of [firmware] baud, which the firmware is built with
 FLASH_TIMEOUT_S = 300.0
 
 
@@ -30,11 +30,12 @@ class BoardSession(Session):
     """The board's serial port opened first (so no boot line is missed), then the ELF flashed; closing
     releases the port."""
 
-    def __init__(self, elf: Path, port: str, pyocd_target: str, probe: str | None, timeout_s: float = 30.0):
+    def __init__(self, elf: Path, port: str, pyocd_target: str, probe: str | None, timeout_s: float = 30.0,
+                 baud: int = BAUD):
         import serial
 
         try:
-            self.port = serial.Serial(port, BAUD, timeout=timeout_s)
+            self.port = serial.Serial(port, baud, timeout=timeout_s)
         except serial.SerialException as error:
             raise HarnessError(f"board: cannot open serial port {port}: {error}") from None
         try:
@@ -94,10 +95,10 @@ class BoardTarget(Corstone300Target):
         return {**versions, "pyocd": tool_version(["pyocd", "--version"])}
 
     def open_session(self, elf: Path) -> BoardSession:
-        return BoardSession(elf, self.port, self.pyocd_target, self.probe)
+        return BoardSession(elf, self.port, self.pyocd_target, self.probe, baud=int(self.baud))
 
-    def platform_counters(self, figures: dict) -> dict:
-        # SysTick runs at the board's 32 MHz CPU clock (th_ticks_per_us): the laps are wall time
-        if "lap_us" not in figures:
-            raise ProtocolError(f"board {self.port}: 'infer' replied without its m-lap-us line")
-        return {**super().platform_counters(figures), "latency_s": figures["lap_us"] / TIMED_RUNS / 1e6}
+    def platform_counters(self, inference) -> dict:
+        # SysTick runs at the board's CPU clock (th_ticks_per_us): the two timestamps are wall time
+        if inference.elapsed_us is None:
+            raise ProtocolError(f"board {self.port}: 'infer' replied without its two m-lap-us timestamps")
+        return {**super().platform_counters(inference), "latency_s": inference.elapsed_us / TIMED_RUNS / 1e6}

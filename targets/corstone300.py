@@ -88,8 +88,9 @@ class Corstone300Target(SerialTarget):
     name = "corstone300"
 
     def __init__(self, accelerator: str | None = None, tflm_root: str | None = None, driver: str | None = None,
-                 fvp: str | None = None, **vela_options):
+                 fvp: str | None = None, model_id: str = "ic01", baud: int = 115200, **vela_options):
         super().__init__()
+        self.model_id, self.baud = model_id, baud  # the firmware's MLPerf Tiny model id and UART rate
         self.vela_settings = VelaSettings.from_options(accelerator, **vela_options)
         self.vela_options = {key: value for key, value in vela_options.items() if value is not None}
         self.accelerator, self.macs = self.vela_settings.accelerator, self.vela_settings.macs
@@ -141,12 +142,13 @@ class Corstone300Target(SerialTarget):
         return firmware.build_model_image(workdir / "corstone300", "corstone300", compiled.model, label, arena_bytes,
                                           operators, self.tflm_root,
                                           firmware.find_tflm_library(self.tflm_root, "cmsis_nn", "ethos_u"),
-                                          ethosu_driver=self.driver)
+                                          ethosu_driver=self.driver, model_id=self.model_id, baud=self.baud)
 
     def open_session(self, elf: Path) -> FvpSession:
         return FvpSession(self.fvp, elf, self.macs)
 
-    def platform_counters(self, figures: dict) -> dict:
+    def platform_counters(self, inference) -> dict:
+        figures = inference.figures
         missing = [key for key in ("npu_active_cycles", "npu_total_cycles") if key not in figures]
         if missing:
             raise HarnessError(f"corstone300: 'infer' replied without the NPU counters ({', '.join(missing)}); "

@@ -1,9 +1,10 @@
 """The firmware build driver: the benchmark firmware (firmware/) built with CMake for a platform, and its ELF's sizes.
 
-Builds go under the output directory, one folder per (platform, model, the model's op list) so an
-unchanged firmware is not rebuilt. A model larger than the platform's memory region fails at link time
-and is reported with the linker's sizes. Every tool runs with a timeout (``STEP_TIMEOUTS_S``); one that
-runs past it is killed and is one HarnessError line naming the step.
+Builds go under the output directory, one folder per (platform, model, the model's op list, model id,
+baud rate) so an unchanged firmware is not rebuilt and a changed setting never reuses an image. A model
+larger than the platform's memory region fails at link time and is reported with the linker's sizes.
+Every tool runs with a timeout (``STEP_TIMEOUTS_S``); one that runs past it is killed and is one
+HarnessError line naming the step.
 """
 
 from __future__ import annotations
@@ -51,17 +52,20 @@ def tool_version(command: list[str]) -> str:
 
 
 def build(build_dir: Path, platform: str = "an547", model_source: Path | None = None, tflm_root: Path | None = None,
-          tflm_library: Path | None = None, model_data: Path | None = None, ethosu_driver: Path | None = None) -> Path:
+          tflm_library: Path | None = None, model_data: Path | None = None, ethosu_driver: Path | None = None,
+          model_id: str = "ic01", baud: int = 115200) -> Path:
     """Configure and build the firmware for ``platform`` in ``build_dir`` (with ``model_source`` as the
     model side, default none; a TFLM model side also needs the checkout, its library and the generated
-    model data; corstone300's NPU needs ``ethosu_driver``); the ELF's path."""
+    model data; corstone300's NPU needs ``ethosu_driver``), announcing MLPerf Tiny model id ``model_id``
+    (which decides its input format, docs/protocol.md) with its UART at ``baud``; the ELF's path."""
     reason = missing_tools()
     if reason:
         raise HarnessError(f"cannot build firmware: {reason}")
     build_dir.mkdir(parents=True, exist_ok=True)
     configure = ["cmake", "-S", str(FIRMWARE_DIR), "-B", str(build_dir), f"-DPLATFORM={platform}",
                  f"-DCMAKE_TOOLCHAIN_FILE={FIRMWARE_DIR / 'cmake' / 'arm-none-eabi.cmake'}", "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DMODEL_SOURCE={model_source or FIRMWARE_DIR / 'core' / 'model_none.c'}"]
+                 f"-DMODEL_SOURCE={model_source or FIRMWARE_DIR / 'core' / 'model_none.c'}",
+                 f"-DUDC_MODEL_ID={model_id}", f"-DUDC_BAUD={baud}"]
     if tflm_root is not None:
         configure += [f"-DTFLM_ROOT={tflm_root}", f"-DTFLM_LIBRARY={tflm_library}", f"-DMODEL_DATA={model_data}"]
     if ethosu_driver is not None:
@@ -76,21 +80,23 @@ def build(build_dir: Path, platform: str = "an547", model_source: Path | None = 
 
 def build_model_image(model_dir: Path, platform: str, tflite: bytes, label: str, arena_bytes: int,
                       operators: list[str], tflm_root: Path, tflm_library: Path | None,
-                      ethosu_driver: Path | None = None) -> Path:
+                      ethosu_driver: Path | None = None, model_id: str = "ic01", baud: int = 115200) -> Path:
     """The firmware with TFLM and ``tflite`` embedded: model_data.c/.h and the op resolver for ``operators``
-    (model_ops.h) written into ``model_dir``, built in a folder keyed by the op list; the ELF's path."""
+    (model_ops.h) written into ``model_dir``, built in a folder keyed by the op list, ``model_id`` and
+    ``baud``; the ELF's path."""
     from targets.model_source import write_model_source
 
     data = write_model_source(model_dir, tflite, label, arena_bytes)
     write_op_resolver(model_dir, operators)
-    return build(image_build_dir(model_dir, operators), platform,
+    return build(image_build_dir(model_dir, operators, model_id, baud), platform,
                  model_source=FIRMWARE_DIR / "core" / "model_tflm.cc", tflm_root=tflm_root, tflm_library=tflm_library,
-                 model_data=data, ethosu_driver=ethosu_driver)
+                 model_data=data, ethosu_driver=ethosu_driver, model_id=model_id, baud=baud)
 
 
-def image_build_dir(model_dir: Path, operators: list[str]) -> Path:
-    """The build folder of a model's image: one per op list, so an image is never reused for another."""
-    return model_dir / f"build-{operators_key(operators)}"
+def image_build_dir(model_dir: Path, operators: list[str], model_id: str = "ic01", baud: int = 115200) -> Path:
+    """The build folder of a model's image: one per (op list, model id, baud rate), so an image is never
+    reused for another."""
+    return model_dir / f"build-{operators_key(operators)}-{model_id}-{baud}"
 
 
 def _build_error(output: str) -> str:

@@ -96,10 +96,12 @@ class QemuAn547Target(SerialTarget):
 
     name = "qemu-an547"
 
-    def __init__(self, tflm_root: str | None = None, kernels: str = "cmsis_nn", **_vela_options):
+    def __init__(self, tflm_root: str | None = None, kernels: str = "cmsis_nn", model_id: str = "ic01",
+                 baud: int = 115200, **_vela_options):
         super().__init__()
         self.tflm_root = tflm_checkout(tflm_root)
         self.kernels = kernels
+        self.model_id, self.baud = model_id, baud  # the firmware's MLPerf Tiny model id and UART rate
 
     def available(self) -> str | None:
         from targets import firmware
@@ -135,7 +137,8 @@ class QemuAn547Target(SerialTarget):
 
         operators = self.firmware_operators(tflite, label)  # an operator TFLM lacks stops here, before building
         return firmware.build_model_image(workdir / "an547", "an547", tflite, label, arena_bytes, operators,
-                                          self.tflm_root, firmware.find_tflm_library(self.tflm_root, self.kernels))
+                                          self.tflm_root, firmware.find_tflm_library(self.tflm_root, self.kernels),
+                                          model_id=self.model_id, baud=self.baud)
 
     def open_session(self, elf: Path) -> QemuSession:
         return QemuSession(elf)

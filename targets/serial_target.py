@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from targets.base import Target
-from targets.serial_link import ProtocolError
+from targets.benchmark_replies import Inference, ProtocolError
+from targets.mlperf_models import encode_input, input_format
 from targets.sessions import Session
 
 TIMED_RUNS = 10
@@ -40,7 +41,7 @@ class SerialTarget(Target):
     def open_session(self, elf: Path) -> Session:
         """Start ``elf`` (boot the emulator, or flash and reset the board) and return its session."""
 
-    def platform_counters(self, figures: dict) -> dict:
+    def platform_counters(self, inference: Inference) -> dict:
         """Store figures from the platform's m- counter lines of one timed ``infer``; none by default."""
         return {}
 
@@ -63,32 +64,38 @@ class SerialTarget(Target):
         self._session = self.open_session(elf)
         self._profile = self._session.link.profile()
 
-    def _run(self, sample: np.ndarray, runs: int) -> tuple[np.ndarray, dict]:
+    def _run(self, sample: np.ndarray, runs: int) -> tuple[np.ndarray, Inference]:
+        """One input (sent in the format the firmware announced) and ``runs`` timed inferences; the int8
+        output and the reply."""
         link = self._session.link
-        link.load_input(np.ascontiguousarray(sample, dtype=np.int8).tobytes())
-        figures = link.infer(runs, 0)
-        output = link.results()
+        link.load_input(encode_input(sample, input_format(self._profile.get("model"), self._profile.get("input_format"))))
+        inference = link.infer(runs, 0)
+        if inference.int8 is None:
+            raise ProtocolError(f"{link.label}: 'infer' replied without its m-results-int8 line")
+        if "instructions" not in inference.figures:
+            raise ProtocolError(f"{link.label}: 'infer' replied without its m-instructions line")
         expected = self._profile.get("output_bytes")
-        if expected is not None and output.size != expected:
-            raise ProtocolError(f"{link.label}: 'results' replied {output.size} values, the profile said {expected}")
-        return output, figures
+        if expected is not None and inference.int8.size != expected:
+            raise ProtocolError(f"{link.label}: 'infer' replied {inference.int8.size} values, the profile said "
+                                f"{expected}")
+        return inference.int8, inference
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         outputs = [self._run(sample, 1)[0] for sample in np.asarray(inputs)]
         for index, output in enumerate(outputs):
             if output.size != outputs[0].size:
-                raise ProtocolError(f"{self._session.link.label}: 'results' replied {outputs[0].size} values for "
+                raise ProtocolError(f"{self._session.link.label}: 'infer' replied {outputs[0].size} values for "
                                     f"sample 0 and {output.size} for sample {index}")
         return np.stack(outputs)
 
     def counters(self) -> dict:
         sample = np.random.default_rng(0).integers(-128, 128, self._host.input_shape, dtype=np.int8)
-        output, figures = self._run(sample, TIMED_RUNS)
+        output, inference = self._run(sample, TIMED_RUNS)
         reference = self._host.infer(sample[None]).reshape(-1)
         return {"flash_bytes": self._memory["flash_bytes"], "flash_breakdown": self._memory["flash_breakdown"],
                 "sram_bytes": self._memory["ram_bytes"], "tflm_arena_bytes": self._profile.get("arena_bytes"),
-                self.tick_key: figures["instructions"], "latency_is_estimate": False,
-                "bit_exact": bool(np.array_equal(output.reshape(-1), reference)), **self.platform_counters(figures)}
+                self.tick_key: inference.figures["instructions"], "latency_is_estimate": False,
+                "bit_exact": bool(np.array_equal(output.reshape(-1), reference)), **self.platform_counters(inference)}
 
     def close(self) -> None:
         if self._session is not None:

@@ -82,7 +82,7 @@ class FaultyPeer(threading.Thread):
 
     def boot(self) -> None:
         """Print the boot lines, as a board does after the host opened its port and reset it."""
-        self._send("m-init-done\r\nm-ready\r\n")
+        self._send("m-timestamp-mode-performance\r\nm-lap-us-0\r\nm-init-done\r\nm-ready\r\n")
 
     def run(self) -> None:
         try:
@@ -97,7 +97,7 @@ class FaultyPeer(threading.Thread):
         """Reply to one command; False when the peer hangs up."""
         if command == "profile":
             shape = self.model.input_shape
-            self._send(f"m-model-[peer]\r\nm-input-bytes-{int(np.prod(shape))}\r\n"
+            self._send(f"m-model-[peer]\r\nm-input-format-[int8]\r\nm-input-bytes-{int(np.prod(shape))}\r\n"
                        f"m-output-bytes-{self.output_bytes}\r\nm-arena-bytes-4096\r\n")
         elif command.startswith("db load "):
             self.expected, self.input = int(command[8:]), b""
@@ -123,11 +123,17 @@ class FaultyPeer(threading.Thread):
             self.inputs.append(self.input)
             sample = np.frombuffer(self.input, np.int8).reshape(self.model.input_shape)
             self.output = self.model.infer(sample[None]).reshape(-1)
-            self._send("m-lap-us-1000\r\nm-instructions-32000\r\nm-infer-done\r\n")
+            self._send("m-lap-us-1000\r\nm-lap-us-11000\r\nm-instructions-32000\r\nm-infer-done\r\n")
+            self._send(self._results_lines())
         elif command == "results":
-            self._send(f"m-results-[{','.join(self._result_values())}]\r\n")
+            self._send(self._results_lines())
         self._send("m-ready\r\n")
         return True
+
+    def _results_lines(self) -> str:
+        values = self._result_values()
+        scores = ",".join("0.000" if not v.lstrip("-").isdigit() else f"{int(v) / 10:0.3f}" for v in values)
+        return f"m-results-[{scores}]\r\nm-results-int8-[{','.join(values)}]\r\n"
 
     def _result_values(self) -> list[str]:
         values = [str(int(v)) for v in self.output]

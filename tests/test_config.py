@@ -62,10 +62,27 @@ def test_peer_sections_are_checked(tmp_path):
         load_config(config)
 
 
-def test_readme_documents_the_firmware_and_board_sections_with_their_defaults():
+def test_readme_documents_the_firmware_board_and_mlperf_dut_sections_with_their_defaults():
     from harness.config import DEFAULTS
 
     block = README.read_text().split("## Configuration")[1].split("```toml")[1].split("```")[0]
     documented = tomllib.loads(block)
-    for section in ("firmware", "board"):
+    for section in ("firmware", "board", "mlperf_dut"):
         assert documented[section] == DEFAULTS[section]
+
+
+def test_the_firmwares_model_id_and_baud_rate_are_checked_and_reach_the_firmware_targets():
+    from targets import TARGETS
+
+    config = load_config()
+    assert (config["firmware"]["model_id"], config["firmware"]["baud"]) == ("ic01", 115200)
+    for target in ("qemu-an547", "corstone300", "board"):
+        options = TARGETS[target].options(load_config(None, {"firmware": {"model_id": "kws01", "baud": 921600}}))
+        assert (options["model_id"], options["baud"]) == ("kws01", 921600)
+    assert load_config(None, {"firmware": {"baud": 1_562_500}})["firmware"]["baud"] == 1_562_500  # divider 16
+    for model_id in ("IC01", "", "kws-01", "a" * 21):
+        with pytest.raises(UsageError, match=r"^firmware.model_id = .*: give 1-20 characters of a-z, 0-9 and _"):
+            load_config(None, {"firmware": {"model_id": model_id}})
+    for baud in (1199, 1_562_501, 2_000_000, 3_000_000):
+        with pytest.raises(UsageError, match=rf"^firmware.baud = {baud}: give a rate from 1200 to 2000000"):
+            load_config(None, {"firmware": {"baud": baud}})

@@ -26,13 +26,15 @@ def elf(tmp_path_factory):
 
 def test_no_model_firmware_speaks_the_protocol_on_qemu(elf):
     with QemuSession(elf) as session:
-        assert session.boot_lines == ["m-init-done"]
+        assert session.boot_lines[0] == "m-timestamp-mode-performance" and session.boot_lines[2] == "m-init-done"
         assert session.link.command("name") == ["m-name-dut-[udc-harness an547]"]
-        assert session.link.profile() == {"model": "none", "input_bytes": 0, "output_bytes": 0, "arena_bytes": 0}
+        assert session.link.profile() == {"profile": "udc-harness benchmark core", "model": "ic01",
+                                          "input_format": "uint8-shifted", "input_bytes": 0, "output_bytes": 0,
+                                          "arena_bytes": 0}
         session.link.load_input(bytes(range(256)) * 5)  # 1280 bytes: two db chunks
         with pytest.raises(ProtocolError, match="'infer' failed on the target: no model in this firmware"):
             session.link.infer(runs=3, warmups=1)
-        with pytest.raises(ProtocolError, match="unknown command: bogus"):
+        with pytest.raises(ProtocolError, match="Unknown command: bogus"):
             session.link.command("bogus")
         with pytest.raises(ProtocolError, match="'db' failed on the target: not a hex digit"):
             session.link.command("db zz")
@@ -69,7 +71,7 @@ def test_an_emulator_writing_megabytes_to_stderr_never_stalls(elf, tmp_path, mon
     with QemuSession(elf) as session:
         for _ in range(20):  # each round trip translates new blocks: more trace
             assert session.link.command("name") == ["m-name-dut-[udc-harness an547]"]
-        assert session.link.profile()["model"] == "none"
+        assert session.link.profile()["model"] == "ic01"
         assert len(session.output_tail) == OUTPUT_LINES_KEPT  # drained, and only the tail kept
 
 

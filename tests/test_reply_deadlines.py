@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from targets.benchmark_replies import Inference
 from targets.serial_link import ProtocolError, SerialLink
 from targets.serial_target import SerialTarget
 from targets.sessions import Session
@@ -18,8 +19,8 @@ from tests.faulty_peer import received_commands
 
 
 class SlowPeer:
-    """Test double of a target: answers 'infer N W' after (N + W) x ``per_inference_s`` of silence, and
-    'results' with the next of ``results`` lines."""
+    """Test double of a target: answers 'infer N W' after (N + W) x ``per_inference_s`` of silence, with
+    the next of ``results`` lines (if any) as its results."""
 
     def __init__(self, per_inference_s: float, results: list[bytes] = ()):
         self.host, self.device = socket.socketpair()
@@ -31,11 +32,12 @@ class SlowPeer:
             words = command.split(" ")
             if words[0] == "infer":
                 time.sleep((int(words[1]) + int(words[2])) * self.per_inference_s)
-                reply = b"m-infer-start\r\nm-lap-us-10\r\nm-instructions-100\r\nm-infer-done\r\n"
-            elif words[0] == "results":
-                reply = self.results.pop(0) + b"\r\n"
+                reply = b"m-infer-start\r\nm-lap-us-10\r\nm-lap-us-20\r\nm-instructions-100\r\nm-infer-done\r\n"
+                reply += self.results.pop(0) + b"\r\n" if self.results else b""
+            elif command.startswith("db load "):
+                reply = f"m-[Expecting {words[2]} bytes]\r\n".encode()
             else:
-                reply = b"m-load-done\r\n" if words[0] == "db" and words[1] != "load" else b""
+                reply = b"m-load-done\r\n" if words[0] == "db" else b""
             try:
                 self.device.sendall(reply + b"m-ready\r\n")
             except OSError:
@@ -51,7 +53,7 @@ def _link(peer: SlowPeer, label: str, inference_s: float) -> SerialLink:
 def test_ten_slow_inferences_are_not_a_silent_target_and_one_silent_one_is():
     link = _link(SlowPeer(per_inference_s=0.3), "slow", inference_s=0.5)
     started = time.monotonic()
-    assert link.infer(10, 0)["instructions"] == 100  # 3 s of silence: past the 1 s timeout, inside 1 + 10 x 0.5 s
+    assert link.infer(10, 0).figures["instructions"] == 100  # 3 s of silence: past the 1 s timeout, inside 1 + 10 x 0.5 s
     assert time.monotonic() - started >= 3.0
     stalled = _link(SlowPeer(per_inference_s=5.0), "stalled", inference_s=0.5)
     started = time.monotonic()
@@ -66,23 +68,6 @@ def test_the_allowance_grows_with_the_inferences_seen():
     link.infer(1, 0)  # 0.4 s, inside 1 + 0.1 s
     assert link.inference_s >= 1.6
     link.infer(3, 0)  # 1.2 s of silence, inside 1 + 3 x 1.6 s; 1 + 3 x 0.1 s would have timed out
-
-
-@pytest.mark.parametrize("line,message", [
-    (b"m-results-[0.102,0.5]", r"'results' value '0.102' is not an integer"),
-    (b"m-results-[1,128]", r"'results' value 128 is outside int8's -128..127"),
-    (b"m-results-[-129]", r"'results' value -129 is outside int8's -128..127"),
-    (b"m-results-[" + b"9" * 4000 + b"]", r"'results' value 9{20} is outside int8's -128..127"),
-    (b"m-results-[1e2]", r"'results' value '1e2' is not an integer"),
-    (b"m-results-[+1]", r"'results' value '\+1' is not an integer"),
-    (b"m-results-[1,,2]", r"'results' value '' is not an integer"),
-    (b"m-results-1,2", r"'results' replied a malformed line"),
-])
-def test_a_malformed_results_line_is_a_protocol_error(line, message):
-    link = SerialLink.over_socket(SlowPeer(0.0, [line]).host, 1.0, label="dev")
-    with pytest.raises(ProtocolError, match=f"^dev: {message}") as caught:
-        link.results()
-    assert "\n" not in str(caught.value)
 
 
 class _PeerSession(Session):
@@ -118,8 +103,8 @@ class ResultsPeerTarget(SerialTarget):
 
 
 def test_outputs_of_different_sizes_are_a_protocol_error_not_a_value_error():
-    target = ResultsPeerTarget([b"m-results-[1,2,3]", b"m-results-[1,2]"])
-    with pytest.raises(ProtocolError, match=r"^dev: 'results' replied 3 values for sample 0 and 2 for sample 1$"):
+    target = ResultsPeerTarget([b"m-results-int8-[1,2,3]", b"m-results-int8-[1,2]"])
+    with pytest.raises(ProtocolError, match=r"^dev: 'infer' replied 3 values for sample 0 and 2 for sample 1$"):
         target.infer(np.zeros((2, 4), np.int8))
 
 
@@ -127,5 +112,6 @@ def test_a_board_reply_without_its_lap_time_is_a_protocol_error_not_a_key_error(
     from targets.board import BoardTarget
 
     board = BoardTarget(port="/dev/ttyACM0")
-    with pytest.raises(ProtocolError, match=r"^board /dev/ttyACM0: 'infer' replied without its m-lap-us line$"):
-        board.platform_counters({"instructions": 4000, "npu_active_cycles": 1, "npu_total_cycles": 2})
+    with pytest.raises(ProtocolError, match=r"^board /dev/ttyACM0: 'infer' replied without its two m-lap-us "
+                                            r"timestamps$"):
+        board.platform_counters(Inference({"instructions": 4000, "npu_active_cycles": 1, "npu_total_cycles": 2}))

@@ -77,9 +77,9 @@ def test_every_fault_is_a_failed_row_and_the_run_goes_on(transport, hand_tflite,
 # outputs; a well-behaved candidate follows the malformed replies, and must still measure.
 OUTPUT_FAULTS = {
     "flipped": ("flipped", None),
-    "overflow": ("results-overflow", "peer: 'results' value 200 is outside int8's -128..127"),
-    "nonint": ("results-nonint", "peer: 'results' value '2.5' is not an integer"),
-    "short": ("results-short", "peer: 'results' replied 9 values, the profile said 10"),
+    "overflow": ("results-overflow", "peer: 'infer' value 200 is outside int8's -128..127"),
+    "nonint": ("results-nonint", "peer: 'infer' value '2.5' is not an integer"),
+    "short": ("results-short", "peer: 'infer' replied 9 values, the profile said 10"),
     "after": ("none", None),
 }
 

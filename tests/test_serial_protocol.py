@@ -39,19 +39,34 @@ def test_a_line_split_across_reads_is_reassembled():
     assert peer.link().command("name") == ["m-name-dut-[board]"]
 
 
-def test_results_parse_into_int8():
-    peer = FaultInjectingPeer({"results": [b"m-results-[-128,0,5,127]\r\nm-ready\r\n"]})
-    np.testing.assert_array_equal(peer.link().results(), np.array([-128, 0, 5, 127], np.int8))
+def test_results_parse_into_scores_and_int8():
+    peer = FaultInjectingPeer({"results": [b"m-results-[-1.280,0.000,0.050,1.270]\r\n"
+                                           b"m-results-int8-[-128,0,5,127]\r\nm-ready\r\n"]})
+    scores, int8 = peer.link().results()
+    np.testing.assert_array_equal(int8, np.array([-128, 0, 5, 127], np.int8))
+    np.testing.assert_array_equal(scores, [-1.28, 0.0, 0.05, 1.27])
+
+
+def test_a_reference_devices_float_results_and_log_lines_are_read():
+    """MLPerf Tiny's reference firmware prints %0.3f scores, no int8 line, and unprefixed log lines."""
+    peer = FaultInjectingPeer({"infer": [b"Input db has 490 elemented\n m-warmup-start-0\r\nm-lap-us-100\r\n"
+                                         b"m-lap-us-2600\r\nm-infer-done\r\nm-results-[0.102,0.898]\r\nm-ready\r\n"],
+                               "results": [b"debug: hello\r\nm-results-[0.102,0.898]\r\nm-ready\r\n"]})
+    link = peer.link()
+    scores, int8 = link.results()
+    assert int8 is None and scores.tolist() == [0.102, 0.898] and link.reply_log == ["debug: hello"]
+    assert list(link.log) == ["debug: hello"]
 
 
 @pytest.mark.parametrize("replies,message", [
     ({"name": [b"m-name-dut-[\xff\xfe]\r\nm-ready\r\n"]}, "garbled bytes on the link"),
-    ({"name": [b"\x07\x1bxx\r\nm-ready\r\n"]}, "garbled line on the link"),
+    ({"name": [b"\x07\x1bxx\r\nm-ready\r\n"]}, "garbled bytes on the link"),
     ({"name": None}, "no reply to 'name' within 0.5 s"),
     ({"name": "close"}, "link closed mid-reply"),
     ({"name": [b"m-init-done\r\nm-ready\r\n"]}, "the target reset during 'name'"),
     ({"infer": [b"m-warmup-start-1\r\ne-[arena too small]\r\nm-ready\r\n"]}, "'infer' failed on the target: arena too small"),
-    ({"infer": [b"m-infer-done\r\nm-ready\r\n"]}, "without its m-instructions line"),
+    ({"infer": [b"m-lap-us-12x\r\nm-ready\r\n"]}, "'infer' replied a malformed timestamp: 'm-lap-us-12x'"),
+    ({"infer": [b"m-lap-us-900\r\nm-lap-us-800\r\nm-ready\r\n"]}, "timestamps that run backwards: 900 then 800"),
     ({"infer": [b"m-instructions-12x\r\nm-infer-done\r\nm-ready\r\n"]}, "'infer' replied a malformed count"),
 ])
 def test_faults_are_one_line_errors(replies, message):
@@ -81,8 +96,8 @@ def test_profile_reads_the_model_name_and_its_three_sizes():
     peer = FaultInjectingPeer({"profile": [
         b"m-profile-[udc-harness benchmark core]\r\nm-model-[hand-b4-s50]\r\nm-input-bytes-784\r\n"
         b"m-output-bytes-10\r\nm-arena-bytes-5120\r\nm-ready\r\n"]})
-    assert peer.link().profile() == {"model": "hand-b4-s50", "input_bytes": 784, "output_bytes": 10,
-                                     "arena_bytes": 5120}
+    assert peer.link().profile() == {"profile": "udc-harness benchmark core", "model": "hand-b4-s50", "input_bytes": 784,
+                                     "output_bytes": 10, "arena_bytes": 5120}
 
 
 @pytest.mark.parametrize("line,message", [
@@ -98,10 +113,12 @@ def test_a_malformed_profile_line_is_a_one_line_error(line, message):
 
 def test_infer_names_each_counter_and_skips_the_warmup_and_start_lines():
     peer = FaultInjectingPeer({"infer": [
-        b"m-warmup-start-1\r\nm-warmup-done\r\nm-infer-start-10\r\nm-lap-us-2500\r\nm-instructions-31000\r\n"
-        b"m-npu-active-cycles-700\r\nm-axi0-read-beats-12\r\nm-infer-done\r\nm-ready\r\n"]})
-    assert peer.link().infer(10, 1) == {"lap_us": 2500, "instructions": 31000, "npu_active_cycles": 700,
-                                        "axi0_read_beats": 12}
+        b"m-warmup-start-1\r\nm-warmup-done\r\nm-infer-start-10\r\nm-lap-us-2500\r\nm-lap-us-4100\r\n"
+        b"m-instructions-31000\r\nm-npu-active-cycles-700\r\nm-axi0-read-beats-12\r\nm-infer-done\r\n"
+        b"m-results-[0.500]\r\nm-results-int8-[5]\r\nm-ready\r\n"]})
+    inference = peer.link().infer(10, 1)
+    assert inference.figures == {"instructions": 31000, "npu_active_cycles": 700, "axi0_read_beats": 12}
+    assert inference.elapsed_us == 1600 and inference.int8.tolist() == [5] and inference.scores.tolist() == [0.5]
 
 
 def test_an_error_reply_is_raised_after_its_m_ready_and_the_first_error_is_named():
@@ -131,14 +148,19 @@ def test_an_input_the_target_never_reports_loaded_is_a_one_line_error():
 
 
 @pytest.mark.parametrize("line,message", [
-    (b"m-results-[1,200,3]", r"'results' value 200 is outside int8's -128..127"),
-    (b"m-results-[-129]", r"'results' value -129 is outside int8's -128..127"),
-    (b"m-results-[" + b"9" * 5000 + b"]", r"'results' value 9{20} is outside int8's -128..127"),
-    (b"m-results-[1,x,3]", r"'results' value 'x' is not an integer"),
-    (b"m-results-[1,2.5]", r"'results' value '2.5' is not an integer"),
-    (b"m-results-[1,,3]", r"'results' value '' is not an integer"),
-    (b"m-results-[1, 2]", r"'results' value ' 2' is not an integer"),
-    (b"m-results-[1,2", r"'results' replied a malformed line: 'm-results-\[1,2'"),
+    (b"m-results-int8-[1,200,3]", r"'results' value 200 is outside int8's -128..127"),
+    (b"m-results-int8-[-129]", r"'results' value -129 is outside int8's -128..127"),
+    (b"m-results-int8-[" + b"9" * 5000 + b"]", r"'results' value 9{20} is outside int8's -128..127"),
+    (b"m-results-int8-[1,x,3]", r"'results' value 'x' is not an integer"),
+    (b"m-results-int8-[1,2.5]", r"'results' value '2.5' is not an integer"),
+    (b"m-results-int8-[1,,3]", r"'results' value '' is not an integer"),
+    (b"m-results-int8-[1, 2]", r"'results' value ' 2' is not an integer"),
+    (b"m-results-int8-[1,2", r"'results' replied a malformed line: 'm-results-int8-\[1,2'"),
+    (b"m-results-[0.1,nan]", r"'results' value 'nan' is not a number"),
+    (b"m-results-[0.1,1e999]", r"'results' value '1e999' is not a number"),
+    (b"m-results-[0.-1-2-3]", r"'results' value '0.-1-2-3' is not a number"),
+    (b"m-results-[0.5,0.5]\r\nm-results-int8-[1]", r"'results' replied 2 scores but 1 int8 values"),
+    (b"m-other-[1]", r"'results' replied without an m-results line"),
 ])
 def test_a_malformed_result_is_a_one_line_error_naming_the_value(line, message):
     peer = FaultInjectingPeer({"results": [line + b"\r\nm-ready\r\n"]})

@@ -204,17 +204,19 @@ def stream_link():
     # garbled bytes: at most 40 of them are quoted
     (b"m-" + b"\xff" * 48 + b"\r\nm-ready\r\n", "name",
      "t: garbled bytes on the link: b'm-" + "\\xff" * 38 + "'"),
-    # a garbled line: at most 60 characters of it are quoted
-    (b"\x07" + b"a" * 70 + b"\r\nm-ready\r\n", "name", "t: garbled line on the link: '\\x07" + "a" * 59 + "'"),
+    # a control character makes a line garbled: at most 40 bytes of it are quoted
+    (b"\x07" + b"a" * 70 + b"\r\nm-ready\r\n", "name", "t: garbled bytes on the link: b'\\x07" + "a" * 39 + "'"),
     (b"m-model-[" + b"n" * 70 + b"\r\nm-ready\r\n", "profile",
      "t: 'profile' replied a malformed model line: 'm-model-[" + "n" * 51 + "'"),
     (b"m-results-[" + b"1," * 40 + b"\r\nm-ready\r\n", "results",
      "t: 'results' replied a malformed line: 'm-results-[" + "1," * 24 + "1'"),
     # a value that is no integer: at most 20 characters of it
-    (b"m-results-[1," + b"x" * 30 + b"]\r\nm-ready\r\n", "results", "t: 'results' value '" + "x" * 20
+    (b"m-results-int8-[1," + b"x" * 30 + b"]\r\nm-ready\r\n", "results", "t: 'results' value '" + "x" * 20
      + "' is not an integer"),
-    (b"m-results-[128]\r\nm-ready\r\n", "results", "t: 'results' value 128 is outside int8's -128..127"),
-    (b"m-results-[0128]\r\nm-ready\r\n", "results", "t: 'results' value 0128 is outside int8's -128..127"),
+    (b"m-results-[1," + b"x" * 30 + b"]\r\nm-ready\r\n", "results", "t: 'results' value '" + "x" * 20
+     + "' is not a number"),
+    (b"m-results-int8-[128]\r\nm-ready\r\n", "results", "t: 'results' value 128 is outside int8's -128..127"),
+    (b"m-results-int8-[0128]\r\nm-ready\r\n", "results", "t: 'results' value 0128 is outside int8's -128..127"),
     (b"m-lap-us-3\r\nm-ready\r\n", "results", "t: 'results' replied without an m-results line"),
     (b"e-oops\r\nm-ready\r\n", "name", "t: 'name' failed on the target: oops"),
     (b"e-[XIP flash unreadable X]\r\nm-ready\r\n", "name", "t: 'name' failed on the target: XIP flash unreadable X"),
@@ -228,7 +230,7 @@ def test_each_fault_line_quotes_a_bounded_part_of_what_came(stream_link, stream,
 
 def test_results_with_leading_zeros_are_their_values(stream_link):
     """Leading zeros do not count towards a value's size: 0000127 is 127, -0128 is -128, -000 is 0."""
-    values = stream_link(b"m-results-[007,-0128,0000127,000,-000,0]\r\nm-ready\r\n").results()
+    _, values = stream_link(b"m-results-int8-[007,-0128,0000127,000,-000,0]\r\nm-ready\r\n").results()
     assert values.dtype == np.int8 and values.tolist() == [7, -128, 127, 0, 0, 0]
 
 
@@ -291,7 +293,7 @@ def test_a_serial_link_defaults_to_10_s_and_the_label_target(pty_peers):
     peer = pty_peers({"name": [b"\x07bad\r\nm-ready\r\n"]})
     link = SerialLink.over_serial(peer.port)
     assert peer.port.timeout == 10.0
-    with pytest.raises(ProtocolError, match=r"^target: garbled line on the link: '\\x07bad'$"):
+    with pytest.raises(ProtocolError, match=r"^target: garbled bytes on the link: b'\\x07bad'$"):
         link.command("name")
 
 
@@ -334,7 +336,7 @@ def test_a_silent_serial_port_is_a_silent_target(pty_peers):
 
 def test_infer_defaults_to_one_run_and_no_warmup(pty_peers):
     peer = pty_peers({"infer": [b"m-instructions-5\r\nm-ready\r\n"]})
-    assert SerialLink.over_serial(peer.port, 2.0).infer() == {"instructions": 5}
+    assert SerialLink.over_serial(peer.port, 2.0).infer().figures == {"instructions": 5}
     assert peer.commands == ["infer 1 0"]
 
 
@@ -372,8 +374,8 @@ class RecordingTarget(PeerTarget):
         self.sessions.append(PeerSession(RecordingPeer(self._tflite), self.timeout_s))
         return self.sessions[-1]
 
-    def platform_counters(self, figures: dict) -> dict:
-        return {"peer_lap_us": figures["lap_us"]}
+    def platform_counters(self, inference) -> dict:
+        return {"peer_lap_us": inference.elapsed_us}
 
 
 needs_firmware = pytest.mark.skipif(bool(firmware.missing_tools()), reason=f"{firmware.missing_tools()}")
@@ -417,7 +419,7 @@ def test_counters_time_one_fixed_int8_sample_and_report_each_figure(hand_tflite,
     assert figures[0] == figures[1]
     assert figures[0] == {"flash_bytes": memory["flash_bytes"], "flash_breakdown": memory["flash_breakdown"],
                           "sram_bytes": memory["ram_bytes"], "tflm_arena_bytes": 4096, "instructions": 32000,
-                          "latency_is_estimate": False, "bit_exact": True, "peer_lap_us": 1000}
+                          "latency_is_estimate": False, "bit_exact": True, "peer_lap_us": 10000}
 
 
 @needs_firmware

@@ -1,4 +1,4 @@
-/* The benchmark core: MLPerf Tiny's serial protocol, tensor load, invoke loop and counters.
+/* The benchmark core: MLPerf Tiny's serial protocol (docs/protocol.md), tensor load, invoke loop and counters.
  * It knows no platform: a port supplies the th_* functions below, a model build the model_* ones. */
 #ifndef UDC_BENCHMARK_H
 #define UDC_BENCHMARK_H
@@ -25,7 +25,9 @@ size_t model_output_bytes(void);
 size_t model_arena_bytes(void);
 int model_set_input(const uint8_t *data, size_t size);  /* 0 or an error message id below */
 const char *model_invoke(void);          /* NULL on success, else the error text */
-const uint8_t *model_output(void);
+const uint8_t *model_output(void);       /* the int8 output tensor after an invoke, else NULL */
+float model_output_scale(void);          /* the output tensor's quantisation: real = scale * (q - zero_point) */
+int model_output_zero_point(void);
 
 /* the protocol loop: never returns except through th_exit; a platform_error (the NPU did not start, say)
  * is the answer to every infer */

@@ -156,3 +156,6 @@ extern "C" const char *model_invoke(void) {
 extern "C" const uint8_t *model_output(void) {
     return setup() && invoked ? reinterpret_cast<const uint8_t *>(interpreter->output(0)->data.int8) : nullptr;
 }
+
+extern "C" float model_output_scale(void) { return setup() ? interpreter->output(0)->params.scale : 1.0f; }
+extern "C" int model_output_zero_point(void) { return setup() ? interpreter->output(0)->params.zero_point : 0; }

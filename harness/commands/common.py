@@ -25,7 +25,10 @@ def target_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure models with operators Vela leaves on the CPU instead of failing them")
     parser.add_argument("--macs", type=int, choices=MACS,
                         help="Ethos-U55 MACs per cycle: --accelerator ethos-u55-N (corstone300: -C ethosu.num_macs)")
-    parser.add_argument("--port", help="board target: its serial port, e.g. /dev/ttyACM0 (config: [board] port)")
+    parser.add_argument("--port", help="board and mlperf-dut targets: the serial port, /dev/ttyACM0, socket://HOST:PORT "
+                        "or unix://PATH (config: [board] port, [mlperf_dut] port)")
+    parser.add_argument("--chunk-bytes", type=int,
+                        help="mlperf-dut: input bytes per 'db' command (default 31, as MLPerf Tiny's runner sends)")
     parser.add_argument("--probe", help="board target: pyOCD probe id (default: the only one attached)")
     parser.add_argument("--config", type=Path, help="TOML config (sections run, search, measure, vela, firmware, board)")
 
@@ -36,7 +39,8 @@ def target_overrides(args) -> dict:
         raise UsageError(f"--macs {args.macs} contradicts --accelerator {args.accelerator}; give one of them")
     accelerator = f"ethos-u55-{args.macs}" if args.macs else args.accelerator
     return {"vela": {"accelerator": accelerator, "system_config": args.system_config, "memory_mode": args.memory_mode},
-            "board": {"port": args.port, "probe": args.probe}}
+            "board": {"port": args.port, "probe": args.probe},
+            "mlperf_dut": {"port": args.port, "chunk_bytes": args.chunk_bytes}}
 
 
 def training_options(parser: argparse.ArgumentParser, full_help: str) -> None:

@@ -14,7 +14,8 @@ JSON_KEYS = ("candidate", "candidate_hash", "target", "status", "error", "cached
              "encoded_weight_bytes", "original_weight_bytes", "npu_cycles", "total_cycles", "latency_s",
              "latency_is_estimate", "rhs_bound_bytes", "empirical_entropy_bytes", "coded_mask_bytes",
              "accuracy_int8", "accuracy_float", "accuracy_samples", "tflm_arena_bytes", "instructions", "bit_exact",
-             "flash_breakdown", "target_settings", "tool_versions", "git_sha", "host")
+             "flash_breakdown", "throughput_per_s", "mlperf_model_id", "device_name", "mlperf_windows",
+             "windows_meet_min", "target_settings", "tool_versions", "git_sha", "host")
 
 
 def add_parser(commands) -> None:
@@ -38,17 +39,21 @@ def main(args) -> int:
     from harness.config import load_config
     from harness.measure_job import evaluation_dataset, measure_job
     from harness.pipeline import Evaluation, load_candidates
-    from targets import open_target
+    from targets import open_target, target_entry
 
-    if not args.candidate and not args.tflite:
+    config = load_config(args.config, {"run": {"target": args.target}, "measure": {"allow_cpu_ops": args.allow_cpu_ops},
+                                       **target_overrides(args)})
+    holds_model = getattr(target_entry(config["run"]["target"]).load(), "holds_model", False)
+    if holds_model and (args.candidate or len(args.tflite) > 1):
+        raise UsageError(f"target {config['run']['target']} measures the model already on the device: pass no "
+                         "--candidate, and at most one --tflite naming that model")
+    if not holds_model and not args.candidate and not args.tflite:
         raise UsageError("nothing to measure: pass --candidate DIR or --tflite FILE")
     candidates = load_candidates(args.candidate)
     for path in args.tflite:
         if not path.is_file():
             raise UsageError(f"{path}: no such file; pass the path of an int8 .tflite model")
     dataset = evaluation_dataset(candidates, args.dataset, args.data_path)
-    config = load_config(args.config, {"run": {"target": args.target}, "measure": {"allow_cpu_ops": args.allow_cpu_ops},
-                                       **target_overrides(args)})
     target = open_target(config)
     out_dir = output_dir(args)
 
@@ -94,7 +99,9 @@ def _text_record(record: dict) -> str:
              f"  size bound (RHS) {kib('rhs_bound_bytes')}  empirical entropy {kib('empirical_entropy_bytes')}  "
              f"range-coded {kib('coded_mask_bytes')}",
              (f"  npu cycles {record.get('npu_cycles')}  latency {1e3 * record['latency_s']:.3f} ms (Vela estimate)"
-              if record.get("latency_s") is not None else
+              if record.get("latency_is_estimate") else
+              f"  latency {1e3 * record['latency_s']:.3f} ms (median of {len(record.get('mlperf_windows') or [])} "
+              f"MLPerf Tiny windows)" if record.get("mlperf_windows") else
               f"  instructions per inference {record.get('instructions')}  bit-exact with host TFLM: "
               f"{record.get('bit_exact')}")
              + (f"  int8 accuracy {100 * accuracy:.2f}% on {record.get('accuracy_samples')} images" if accuracy is not None else "")]

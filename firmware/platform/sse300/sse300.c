@@ -19,6 +19,14 @@
 #define CPACR (*(volatile uint32_t *)0xE000ED88u)
 #define SYSTICK_RELOAD 0xFFFFFFu
 #define CLOCK_HZ 32000000u
+/* QEMU's mps3-an547 model clocks the APB peripherals at 25 MHz (hw/arm/mps2-tz.c, apb_periph_frq); for
+ * the Corstone-300 FVP and MPS3 boards 25 MHz is assumed. */
+#define UART_CLOCK_HZ 25000000u
+#ifndef UDC_BAUD
+#error "UDC_BAUD is not defined: firmware/CMakeLists.txt passes it (cache variable UDC_BAUD)"
+#endif
+#define UART_DIVIDER (UART_CLOCK_HZ / (UDC_BAUD))
+_Static_assert(UART_DIVIDER >= 16, "UDC_BAUD too high: the CMSDK UART baud divider must be at least 16");
 
 extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end, __stack_top, __heap_start, __heap_end;
 int main(void);
@@ -38,7 +46,7 @@ void Reset_Handler(void) {  /* global: the linker script's entry point */
     for (uint32_t *to = &__bss_start; to < &__bss_end;) *to++ = 0;
     CPACR |= 0xFu << 20;  /* FPU and MVE on before any compiled code may use them */
     __asm volatile("dsb\n isb");
-    UART_BAUDDIV = 16;
+    UART_BAUDDIV = UART_DIVIDER;
     UART_CTRL = 0x3;  /* TX and RX */
     SYST_RVR = SYSTICK_RELOAD;
     SYST_CVR = 0;
