@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.candidate import Candidate
+from core.predictions import encode as encode_predictions
 from core.errors import HarnessError
 from core.size_model import effective_bits, empirical_entropy_bits, layer_size_bits, range_coded_mask_bits
 from core.tflite_model import TFLiteInfo, TensorInfo
@@ -97,9 +98,11 @@ def _measure_prepared(tflite, info, target, workdir, label, candidate, test_imag
 
 
 def accuracy(target: Target, inputs: np.ndarray, labels: np.ndarray) -> dict:
-    """Top-1 accuracy of the target's outputs on int8 ``inputs``."""
+    """Top-1 accuracy of the target's outputs on int8 ``inputs``, and each sample's prediction (for paired
+    comparisons, ``results.paired``)."""
     predictions = target.infer(inputs).reshape(len(inputs), -1).argmax(axis=1)
-    return {"accuracy_int8": float((predictions == labels).mean()), "accuracy_samples": int(len(inputs))}
+    return {"accuracy_int8": float((predictions == labels).mean()), "accuracy_samples": int(len(inputs)),
+            "predictions": encode_predictions(predictions, labels)}
 
 
 def pixel_codes(images: np.ndarray) -> np.ndarray:

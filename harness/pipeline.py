@@ -104,8 +104,8 @@ class Pipeline:
 
     def _record(self, run_id: int | None, base: dict, settings_key: str, measured: dict | None,
                 error: Exception | None) -> dict:
-        record = {**base, "target": self.target.name, "target_settings": self.target.settings(),
-                  "settings_key": settings_key, **self.provenance}
+        record = {"evaluation": self._settings["evaluation"], **base, "target": self.target.name,
+                  "target_settings": self.target.settings(), "settings_key": settings_key, **self.provenance}
         if error is None:
             record.update(measured)
             record["status"] = "ok"
@@ -142,7 +142,10 @@ class Pipeline:
             return cached
         meta = candidate.spec.get("meta", {})
         base = {"candidate_hash": content_hash, "candidate_name": candidate.name, "strategy": meta.get("strategy"),
-                "accuracy_float": meta.get("accuracy_float"), "dataset": meta.get("dataset")}
+                "accuracy_float": meta.get("accuracy_float"), "dataset": meta.get("dataset"),
+                # what 'regress' checks two measurements share: the test images and the int8 export's calibration
+                "evaluation": {**self._settings["evaluation"],
+                               "calibration": self.calibration_key(tuple(candidate.spec["input_shape"]))}}
         searched = {key: meta[key] for key in SearchResult.row_keys() if key in meta}
         if searched:
             base["search"] = searched

@@ -4,9 +4,20 @@ Samples are the stored measurements of a candidate (matched by name and target) 
 in the candidate runs; repeated runs, or ``measure --repeat N``, give several per metric.
 Deterministic metrics (Flash bytes, Vela's cycle estimates, instruction counts) compare exactly: any
 change beyond their threshold (0 unless configured) counts.
-The others, as LLVM's LNT does, need both a change beyond their threshold and a Mann-Whitney U test
-that rejects "same distribution" at ``alpha``; with fewer than ``MIN_SAMPLES`` per side the test
-cannot reject, and the threshold alone decides (said in the table).
+The others, as LLVM's LNT does, need both a change beyond their threshold and a test that rejects
+"no change" at ``alpha``:
+
+- accuracy, where both sides kept their per-sample predictions on the same test images: McNemar's exact
+  test on the discordant pairs (``results.paired``), so one run a side suffices; identical predictions
+  need no test;
+- latency on a device that times windows (a board, an MLPerf Tiny device): Mann-Whitney U over the
+  timed windows of each side;
+- otherwise Mann-Whitney U over the measurements; with fewer than ``MIN_SAMPLES`` per side the test
+  cannot reject, and the threshold alone decides (said in the table).
+
+Only comparable measurements are compared: different targets, target settings or evaluations (test
+images, their count or selection, the int8 calibration) are refused, the last unless
+``allow_different_evaluation``. Each verdict names the commits between the two sides.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from core.errors import UsageError
+from results.paired import evaluation_difference, paired_accuracy
 
 MIN_SAMPLES = 3
 BASELINE_FORMAT = "udc-regress-baseline/1"
@@ -48,11 +60,13 @@ class Verdict:
     p_value: float | None
     samples: tuple[int, int]
     how: str
+    commits: str = "—"  # baseline..candidate git commits
 
     def row(self) -> list[str]:
         p_value = "—" if self.p_value is None else f"{self.p_value:.3g}"
         return [self.candidate, self.target, self.metric, self.verdict, f"{self.baseline:.6g}", f"{self.latest:.6g}",
-                _change_text(self.metric, self.change), p_value, f"{self.samples[0]}/{self.samples[1]}", self.how]
+                _change_text(self.metric, self.change), p_value, f"{self.samples[0]}/{self.samples[1]}", self.how,
+                self.commits]
 
 
 def _change_text(metric: str, change: float) -> str:
@@ -60,17 +74,32 @@ def _change_text(metric: str, change: float) -> str:
 
 
 def samples_from_rows(rows: list[dict]) -> dict:
-    """{(candidate name, target): {"metrics": {metric: [values]}, "tool_versions": ..., "target_settings": ...}}
-    from stored measurement rows (failed rows are skipped)."""
+    """{(candidate name, target): {"metrics": {metric: [values]}, "tool_versions", "target_settings",
+    "evaluations": [each distinct evaluation], "predictions": [each row's], "windowed": bool, "git_sha"}}
+    from stored measurement rows (failed rows are skipped). A row with timed windows
+    (``latency_windows_s``) gives each window's latency as a sample."""
     grouped: dict[tuple[str, str], dict] = {}
     for row in rows:
         if row.get("status") != "ok":
             continue
         entry = grouped.setdefault((row["candidate_name"], row["target"]), {
             "metrics": {}, "tool_versions": row.get("tool_versions") or {},
-            "target_settings": row.get("target_settings") or {}})
+            "target_settings": row.get("target_settings") or {}, "evaluations": [], "predictions": [],
+            "windowed": False, "git_sha": None})
         extra = row.get("extra") or {}
+        evaluation = row.get("evaluation", extra.get("evaluation"))
+        if evaluation not in entry["evaluations"]:
+            entry["evaluations"].append(evaluation)
+        predictions = row.get("predictions", extra.get("predictions"))
+        if predictions:
+            entry["predictions"].append(predictions)
+        entry["git_sha"] = row.get("git_sha") or entry["git_sha"]
         for metric in METRICS:
+            windows = extra.get("latency_windows_s") if metric == "latency_s" else None
+            if windows:
+                entry["windowed"] = True
+                entry["metrics"].setdefault(metric, []).extend(float(value) for value in windows)
+                continue
             value = row.get(metric, extra.get(metric))
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 entry["metrics"].setdefault(metric, []).append(float(value))
@@ -94,15 +123,20 @@ def read_baseline(path: Path) -> dict:
     if found != BASELINE_FORMAT:
         raise UsageError(f"{path}: format {found!r} is not {BASELINE_FORMAT}; write a new baseline with "
                          "--update-baseline")
-    return {(e["candidate"], e["target"]): {k: e[k] for k in ("metrics", "tool_versions", "target_settings")}
+    return {(e["candidate"], e["target"]): {**{k: e[k] for k in ("metrics", "tool_versions", "target_settings")},
+                                            **{k: e[k] for k in OPTIONAL_KEYS if k in e}}
             for e in data["entries"]}
 
 
+OPTIONAL_KEYS = ("evaluations", "predictions", "windowed", "git_sha")  # absent from older baseline files
+
+
 def compare(baseline: dict, latest: dict, thresholds: dict[str, float] | None = None,
-            alpha: float = DEFAULT_ALPHA) -> tuple[list[Verdict], list[str]]:
+            alpha: float = DEFAULT_ALPHA, allow_different_evaluation: bool = False) -> tuple[list[Verdict], list[str]]:
     """Verdicts for every (candidate, target, metric) present on both sides, and warnings (tool versions
-    that differ). Raises UsageError when the two sides share no candidate on the same target, or when
-    they measured on different targets (apples and oranges)."""
+    that differ). Raises UsageError when the two sides share no candidate on the same target, when they
+    measured on different targets or settings (apples and oranges), or evaluated on different test
+    images or calibrations (unless ``allow_different_evaluation``: then a warning)."""
     thresholds = {**{m: spec[2] for m, spec in METRICS.items()}, **(thresholds or {})}
     unknown = sorted(set(thresholds) - set(METRICS))
     if unknown:
@@ -127,14 +161,61 @@ def compare(baseline: dict, latest: dict, thresholds: dict[str, float] | None = 
         if before["target_settings"] != after["target_settings"]:
             raise UsageError(f"{key[0]} on {key[1]}: target settings differ ({before['target_settings']} vs "
                              f"{after['target_settings']}); compare runs with the same settings")
+        difference = _evaluation_difference(before, after)
+        if difference and not allow_different_evaluation:
+            raise UsageError(f"{key[0]} on {key[1]}: the evaluations differ ({difference}); compare runs evaluated on "
+                             "the same test images, or pass --allow-different-evaluation")
+        if difference:
+            warnings.append(f"{key[0]} on {key[1]}: the evaluations differ ({difference}); compared anyway")
+        commits = f"{(before.get('git_sha') or '?')[:10]}..{(after.get('git_sha') or '?')[:10]}"
         for metric in METRICS:
             a, b = before["metrics"].get(metric), after["metrics"].get(metric)
             if a and b:
-                verdicts.append(_verdict(key, metric, a, b, thresholds[metric], alpha))
+                verdict = _paired_verdict(key, a, b, before, after, thresholds[metric], alpha) \
+                    if metric == "accuracy_int8" and not difference else None
+                verdict = verdict or _verdict(key, metric, a, b, thresholds[metric], alpha,
+                                              before.get("windowed") and after.get("windowed"))
+                verdict.commits = commits
+                verdicts.append(verdict)
     return verdicts, warnings
 
 
-def _verdict(key, metric: str, before: list[float], after: list[float], threshold: float, alpha: float) -> Verdict:
+def _evaluation_difference(before: dict, after: dict) -> str | None:
+    """What differs in the evaluations of two sides (or among the runs of one side), in words."""
+    for side, entry in (("baseline", before), ("candidate", after)):
+        known = [evaluation for evaluation in entry.get("evaluations") or [] if evaluation]
+        for other in known[1:]:
+            difference = evaluation_difference(known[0], other)
+            if difference:
+                return f"among the {side}'s runs: {difference}"
+    first = [e for e in before.get("evaluations") or [] if e]
+    second = [e for e in after.get("evaluations") or [] if e]
+    return evaluation_difference(first[0], second[0]) if first and second else None
+
+
+def _paired_verdict(key, before_values: list[float], after_values: list[float], before: dict, after: dict,
+                    threshold: float, alpha: float) -> Verdict | None:
+    """Accuracy judged on the last measurement of each side, pair by pair (McNemar); None without
+    predictions on both sides."""
+    if not before.get("predictions") or not after.get("predictions"):
+        return None
+    paired = paired_accuracy(before["predictions"][-1], after["predictions"][-1])
+    if paired is None:
+        return None
+    base, late = before_values[-1], after_values[-1]
+    samples = (len(before_values), len(after_values))
+    if paired.identical:
+        return Verdict(key[0], key[1], "accuracy_int8", "UNCHANGED", base, late, late - base, None, samples,
+                       f"identical predictions on {paired.samples} images")
+    moved = abs(late - base) > threshold and paired.p_value < alpha
+    verdict = "UNCHANGED" if not moved else ("REGRESSED" if late < base else "IMPROVED")
+    return Verdict(key[0], key[1], "accuracy_int8", verdict, base, late, late - base, paired.p_value, samples,
+                   f"McNemar exact on {paired.samples} paired images ({paired.worse} worse, {paired.better} better), "
+                   f"alpha {alpha:g}")
+
+
+def _verdict(key, metric: str, before: list[float], after: list[float], threshold: float, alpha: float,
+             windowed: bool = False) -> Verdict:
     deterministic, lower_is_better, _, kind = METRICS[metric]
     base, late = statistics.median(before), statistics.median(after)
     change = (late - base) if kind == "absolute" else ((late - base) / base if base else (0.0 if late == base else math.inf))
@@ -149,12 +230,13 @@ def _verdict(key, metric: str, before: list[float], after: list[float], threshol
 
         p_value = float(mannwhitneyu(before, after, alternative="two-sided").pvalue) \
             if sorted(before) != sorted(after) else 1.0
-        moved, how = abs(change) > threshold and p_value < alpha, f"Mann-Whitney U, alpha {alpha:g}"
+        moved = abs(change) > threshold and p_value < alpha
+        how = f"Mann-Whitney U{' over timed windows' if windowed else ''}, alpha {alpha:g}"
     verdict = "UNCHANGED" if not moved else ("REGRESSED" if worse else "IMPROVED")
     return Verdict(key[0], key[1], metric, verdict, base, late, change, p_value, (len(before), len(after)), how)
 
 
-HEADERS = ["candidate", "target", "metric", "verdict", "baseline", "latest", "change", "p", "samples", "test"]
+HEADERS = ["candidate", "target", "metric", "verdict", "baseline", "latest", "change", "p", "samples", "test", "commits"]
 
 
 def junit_xml(verdicts: list[Verdict], path: Path) -> Path:
@@ -165,7 +247,7 @@ def junit_xml(verdicts: list[Verdict], path: Path) -> Path:
         case = ElementTree.SubElement(suite, "testcase", classname=f"{verdict.target}.{verdict.candidate}",
                                       name=verdict.metric)
         message = (f"{verdict.metric} {verdict.verdict}: {verdict.baseline:.6g} -> {verdict.latest:.6g} "
-                   f"({_change_text(verdict.metric, verdict.change)}; {verdict.how})")
+                   f"({_change_text(verdict.metric, verdict.change)}; {verdict.how}; commits {verdict.commits})")
         if verdict.verdict == "REGRESSED":
             ElementTree.SubElement(case, "failure", message=message, type="regression").text = message
         else:

@@ -53,7 +53,8 @@ class MLPerfDutTarget(Target):
         return port_problem(self.port)
 
     def settings(self) -> dict:
-        return {"port": self.port, "baud": self.baud, "chunk_bytes": self.chunk_bytes, "windows": self.windows,
+        """How the device is measured; not where it is plugged in (a device on another port measures alike)."""
+        return {"baud": self.baud, "chunk_bytes": self.chunk_bytes, "windows": self.windows,
                 "runs": self.runs, "warmups": self.warmups}
 
     def tool_versions(self) -> dict:
@@ -121,6 +122,7 @@ class MLPerfDutTarget(Target):
         latency = float(np.median([window["latency_s"] for window in windows]))
         return {"latency_s": latency, "latency_is_estimate": False,
                 "throughput_per_s": None if latency == 0 else 1.0 / latency, "mlperf_windows": windows,
+                "latency_windows_s": [window["latency_s"] for window in windows],
                 "mlperf_model_id": identity.get("model"), "device_name": identity["name"],
                 "windows_meet_min": all(window["meets_min_window"] for window in windows),
                 **({"instructions": figures["instructions"]} if "instructions" in figures else {})}

@@ -88,8 +88,12 @@ class SerialTarget(Target):
                                     f"sample 0 and {output.size} for sample {index}")
         return np.stack(outputs)
 
+    def _timed_sample(self) -> np.ndarray:
+        """The input the timed runs take: fixed random int8 values."""
+        return np.random.default_rng(0).integers(-128, 128, self._host.input_shape, dtype=np.int8)
+
     def counters(self) -> dict:
-        sample = np.random.default_rng(0).integers(-128, 128, self._host.input_shape, dtype=np.int8)
+        sample = self._timed_sample()
         output, inference = self._run(sample, TIMED_RUNS)
         reference = self._host.infer(sample[None]).reshape(-1)
         return {"flash_bytes": self._memory["flash_bytes"], "flash_breakdown": self._memory["flash_breakdown"],

@@ -14,8 +14,8 @@ the reference API (``benchmark/api/internally_implemented.cpp``) and the referen
 - ic01 and vww01 take uint8 and subtract 128.
 
 Outputs come from host TFLM on the model, so accuracy is real. Time is virtual: each inference moves
-the microsecond clock by ``inference_us``, so latencies are exact; ``clock_start_us`` near 2**32 makes
-the 32-bit clock wrap.
+the microsecond clock by ``inference_us`` (with ``jitter`` and ``window_jitter``, relative normal noise
+per inference and per command, as a real clock and cache would), so latencies are known; ``clock_start_us`` near 2**32 makes the 32-bit clock wrap.
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ class ReferenceDut(threading.Thread):
     or a pty (``url``: its tty path)."""
 
     def __init__(self, tflite: bytes, model_id: str = "ic01", transport: str = "socket", inference_us: int = 1500,
-                 clock_start_us: int = 1000):
+                 clock_start_us: int = 1000, jitter: float = 0.0, window_jitter: float = 0.0, seed: int = 0):
         super().__init__(daemon=True)
         self.model, self.model_id, self.inference_us = HostTFLM(tflite), model_id, inference_us
+        # relative normal noise (sd) on each inference's time, and on all of one 'infer' command's (a clock or
+        # cache state that shifts between windows)
+        self.jitter, self.window_jitter, self.rng = jitter, window_jitter, np.random.default_rng(seed)
         output = read_tflite(tflite).output
         self.scale, self.zero_point = float(output.scales[0]), int(output.zero_points[0])
         self.input_size = int(np.prod(self.model.input_shape))
@@ -179,14 +182,20 @@ class ReferenceDut(threading.Thread):
         tensor = getattr(self, "tensor", np.zeros(self.input_size, np.int8))
         self.inputs.append(tensor.tobytes())
         self.printf(f"m-warmup-start-{warmups}\r\n")
-        self.clock_us += warmups * self.inference_us
+        self.clock_us += self.elapsed_us(warmups)
         self.printf(f"m-warmup-done\r\nm-infer-start-{runs}\r\n")
         self.timestamp()
         self.output = self.model.infer(tensor.reshape(self.model.input_shape)[None]).reshape(-1)
-        self.clock_us += runs * self.inference_us
+        self.clock_us += self.elapsed_us(runs)
         self.timestamp()
         self.printf("m-infer-done\r\n")
         self.results()
+
+    def elapsed_us(self, inferences: int) -> int:
+        """Microseconds ``inferences`` take: ``inference_us`` each, with the relative ``jitter`` as noise."""
+        scale = 1 + self.window_jitter * self.rng.standard_normal()
+        times = self.inference_us * scale * (1 + self.jitter * self.rng.standard_normal(inferences))
+        return int(round(float(np.clip(times, 1, None).sum()))) if inferences else 0
 
     def scores(self) -> np.ndarray:
         return self.scale * (self.output.astype(np.float64) - self.zero_point)

@@ -138,3 +138,9 @@ def test_mlperf_dataset_writes_the_runners_format_in_the_model_ids_input_format(
             assert (tmp_path / model_id / row[0]).read_bytes() == expected(pixel_codes(image))
     assert main(["mlperf-dataset", "--dataset", "synthetic", "--samples", "-1", "--out", str(tmp_path)]) == 2
     assert "--samples -1" in capsys.readouterr().err
+
+
+def test_measure_quiet_prints_nothing_for_a_good_measurement(kws_tflite, capsys, tmp_path):
+    device = ReferenceDut(kws_tflite, model_id="kws01")
+    assert main(["measure", "--target", "mlperf-dut", "--port", device.url, "--quiet", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == ""

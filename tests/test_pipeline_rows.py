@@ -186,7 +186,8 @@ def test_failed_candidate_row_keeps_meta_run_and_key(tmp_path, store):
     assert (row["run_id"], row["status"]) == (run_id, "failed")
     assert "bits=9" in row["error"] and row["flash_bytes"] is None
     assert (row["candidate_name"], row["strategy"], row["accuracy_float"]) == ("hand-b9-s50", "udc", 0.5)
-    assert row["extra"] == {"dataset": "fashion-mnist", "search": SEARCHED}
+    assert row["extra"] == {"dataset": "fashion-mnist", "search": SEARCHED,
+                            "evaluation": {**no_evaluation(), "calibration": noise_key(4, (28, 28, 1))}}
     assert row["settings_key"] == expected_key(row, no_evaluation(), noise_key(4, (28, 28, 1)))
     assert not (tmp_path / "out" / "artifacts").exists()
 
@@ -199,7 +200,8 @@ def test_candidate_without_meta(tmp_path, store):
     stored = _stored(store, None)
     assert row["id"] == stored["id"] and stored["run_id"] is None
     assert (stored["strategy"], stored["accuracy_float"], stored["status"]) == (None, None, "failed")
-    assert stored["extra"] == {"dataset": None}
+    assert stored["extra"] == {"dataset": None,
+                               "evaluation": {**no_evaluation(), "calibration": noise_key(4, (28, 28, 1))}}
 
 
 def _cpu_candidate() -> Candidate:

@@ -237,13 +237,14 @@ def test_samples_are_grouped_per_candidate_and_target_from_columns_and_extra():
         row("a", "qemu", flash_bytes=12),
         row("b", "vela", accuracy_int8=0.5),
     ])
+    unknown = {"evaluations": [None], "predictions": [], "windowed": False, "git_sha": None}
     assert grouped == {
         ("a", "vela"): {"metrics": {"flash_bytes": [10.0, 11.0], "instructions": [7.0]},
-                        "tool_versions": {"vela": "5.2.0"}, "target_settings": {"t": "vela"}},
+                        "tool_versions": {"vela": "5.2.0"}, "target_settings": {"t": "vela"}, **unknown},
         ("a", "qemu"): {"metrics": {"flash_bytes": [12.0]}, "tool_versions": {"vela": "5.2.0"},
-                        "target_settings": {"t": "qemu"}},
+                        "target_settings": {"t": "qemu"}, **unknown},
         ("b", "vela"): {"metrics": {"accuracy_int8": [0.5]}, "tool_versions": {"vela": "5.2.0"},
-                        "target_settings": {"t": "vela"}},
+                        "target_settings": {"t": "vela"}, **unknown},
     }
 
 

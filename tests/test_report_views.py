@@ -85,8 +85,10 @@ def test_history_follows_a_candidate_over_runs(tmp_path):
                    candidate_hash=("a" if day < 2 else "b") * 64) for day in range(3)]
     history.append(row("net-b", "udc", 50_000, 0.8))  # measured once: no line
     text = write_report(history[2:3], tmp_path, history=history).read_text()
-    table = section(text, "History")
+    table, changes = section(text, "History").split("### Change points")
     (line,) = [line for line in table.splitlines() if "| net-" in line]
+    # Flash compares exactly: each night's new figure is a change point, named with its commits
+    assert [line.split("|")[3].strip() for line in changes.splitlines() if "| net-a" in line] == ["Flash (KiB)"] * 2
     cells = [c.strip() for c in line.split("|")[1:-1]]
     assert cells[:6] == ["net-a", "vela", "3", "2", "2026-03-01 01:30", "2026-03-03 01:30"]
     assert cells[6] == "88 → 86" and cells[7] == "39.06 → 39.26"

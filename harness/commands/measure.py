@@ -63,7 +63,7 @@ def main(args) -> int:
         elif record.get("status") != "ok":
             stored = " (stored failure; --retry-failed measures it again)" if record.get("cached") else ""
             print(f"{record['candidate_name']}: FAILED: {record['error']}{stored}", file=sys.stderr)
-        else:
+        elif not args.quiet:
             print(_text_record(record))
 
     with open_store(args, out_dir) as store:

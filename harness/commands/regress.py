@@ -17,6 +17,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--junit", type=Path, help="also write the verdicts as JUnit XML")
     parser.add_argument("--update-baseline", type=Path, metavar="FILE",
                         help="write the candidate runs' samples to FILE as the new baseline (no comparison)")
+    parser.add_argument("--allow-different-evaluation", action="store_true",
+                        help="compare runs evaluated on different test images or calibrations (a warning, not a refusal)")
     parser.add_argument("--config", type=Path, help="TOML config; [regress] sets thresholds per metric and alpha")
 
 
@@ -38,10 +40,13 @@ def main(args) -> int:
         baseline_path = Path(args.baseline)
         baseline = (read_baseline(baseline_path) if baseline_path.is_file()
                     else samples_from_rows(_rows_of_runs(store, args.baseline, "--baseline")))
-    verdicts, warnings_ = compare(baseline, latest, settings, alpha)
+    verdicts, warnings_ = compare(baseline, latest, settings, alpha, args.allow_different_evaluation)
     for line in warnings_:
         print(f"warning: {line}", file=sys.stderr)
     print(markdown_table(HEADERS, [v.row() for v in verdicts], right=(4, 5, 6, 7)))
+    ranges = sorted({v.commits for v in verdicts})
+    if ranges:
+        print(f"\ncommits between baseline and candidate: {', '.join(ranges)} (git log --oneline A..B lists them)")
     counts = {name: sum(v.verdict == name for v in verdicts) for name in ("REGRESSED", "IMPROVED", "UNCHANGED")}
     print("\n" + ", ".join(f"{n} {name}" for name, n in counts.items()))
     if args.junit:

@@ -1,10 +1,13 @@
 """The report's history section: each metric of a (candidate, target) over the times it was measured,
-where it was measured more than once."""
+where it was measured more than once, with the change points of each series (``results.change_points``)
+marked and listed with the commits between the point and the one before it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from results.change_points import change_points
+from results.regress import METRICS
 from results.report.cells import MISSING, markdown_table, name, num, scaled
 from results.report.figures import new_figure, save, styles
 
@@ -33,9 +36,12 @@ def _history_plot(series: dict, path: Path) -> None:
             new_model = (values["hash"] != values["hash"].shift()) & values["hash"].shift().notna()
             axes.scatter(when[new_model], values[metric][new_model] * scale, s=160, facecolors="none",
                          edgecolors=colour, linewidths=1.2, zorder=4)
+            changed = _changes(values, metric)
+            axes.scatter(when.iloc[changed], values[metric].iloc[changed] * scale, s=90, marker="x", color="red",
+                         linewidths=2, zorder=5)
         axes.set_ylabel(label, fontsize=8)
         axes.grid(alpha=0.3)
-    figure.axes[0].set_title("History over runs (UTC); ringed: a new model under the same name")
+    figure.axes[0].set_title("History over runs (UTC); ringed: a new model under the same name; red x: a change point")
     figure.axes[0].legend(fontsize=7, ncol=2)
     figure.autofmt_xdate()
     save(figure, path)
@@ -48,9 +54,10 @@ def history_section(rows: list[dict], out_dir: Path) -> list[str]:
     path = out_dir / HISTORY_PLOT
     metrics = [m for m, _, _ in HISTORY_METRICS]
     frame = pd.DataFrame([{"candidate": name(r), "target": r.get("target") or MISSING, "when": r.get("created_at"),
-                           "hash": r.get("candidate_hash"), **{m: num(r.get(m)) for m in metrics}}
+                           "hash": r.get("candidate_hash"), "sha": r.get("git_sha") or "?",
+                           **{m: num(r.get(m)) for m in metrics}}
                           for r in rows if r.get("status") == "ok" and r.get("created_at") is not None],
-                         columns=["candidate", "target", "when", "hash", *metrics])
+                         columns=["candidate", "target", "when", "hash", "sha", *metrics])
     frame["when"] = pd.to_datetime(frame["when"], utc=True, format="mixed")
     counts = frame.groupby(["candidate", "target"])["when"].nunique()
     repeated = counts[counts > 1].sort_index().sort_values(ascending=False, kind="stable")
@@ -69,5 +76,30 @@ def history_section(rows: list[dict], out_dir: Path) -> list[str]:
     lines = ["## History", "", f"![History]({HISTORY_PLOT})", ""]
     if len(repeated) > len(shown):
         lines += [f"The {len(shown)} of {len(repeated)} candidates measured most often.", ""]
-    return lines + [markdown_table(["candidate", "target", "measurements", "models", "first", "last",
-                                    *(label for _, label, _ in HISTORY_METRICS)], body), ""]
+    lines += [markdown_table(["candidate", "target", "measurements", "models", "first", "last",
+                              *(label for _, label, _ in HISTORY_METRICS)], body), ""]
+    return lines + _change_table(frame)
+
+
+def _changes(values, metric: str) -> list[int]:
+    """Positions in ``values`` (one series, in time order, without gaps in ``metric``) of its change points."""
+    deterministic, _, threshold, kind = METRICS[metric]
+    return change_points(list(values[metric]), deterministic, threshold, relative=kind == "relative")
+
+
+def _change_table(frame) -> list[str]:
+    """Every series' change points: when, the value before and after, and the commits in between."""
+    body = []
+    for (candidate, target), group in sorted(frame.groupby(["candidate", "target"])):
+        group = group.sort_values("when")
+        for metric, label, scale in HISTORY_METRICS:
+            values = group.dropna(subset=[metric])
+            for index in _changes(values, metric):
+                before, after = values.iloc[index - 1], values.iloc[index]
+                body.append([candidate, target, label, f"{after.when:%Y-%m-%d %H:%M}",
+                             f"{scaled(before[metric], scale)} → {scaled(after[metric], scale)}",
+                             f"{str(before.sha)[:10]}..{str(after.sha)[:10]}"])
+    if not body:
+        return ["No change points: every series stays within its window (lookback test, README: Regression).", ""]
+    return ["### Change points", "", markdown_table(["candidate", "target", "metric", "when", "change", "commits"],
+                                                    body), ""]
