@@ -49,6 +49,7 @@ class Worker:
         self._process = None
         self._connection = None
         self._lock = threading.Lock()
+        self._starter: threading.Thread | None = None  # the kernel kills the worker when this thread ends
 
     def call(self, function, *args, label: str = "model", doing: str = "working on", timeout: float = 600.0,
              log: Path | None = None, **kwargs):
@@ -95,10 +96,19 @@ class Worker:
                 self._discard()
                 raise NativeCrash(f"{self.name} {_death(code)} while {doing} {label}{_last_words(capture)}")
 
+    def start(self) -> None:
+        """Start the worker now, from this thread (it lives as long as this thread does: start workers
+        from a lasting thread before calling them from short-lived ones)."""
+        with self._lock:
+            self._ensure_started()
+
     def _ensure_started(self) -> None:
         if self._process is not None and self._process.poll() is None:
-            return
+            if self._starter is not None and self._starter.is_alive():
+                return
+            self._kill()  # its starting thread has ended: the kernel is killing it, or soon will
         self._discard()
+        self._starter = threading.current_thread()
         ours, theirs = socket.socketpair()
         # A plain interpreter, not multiprocessing's spawn: the caller's __main__ is never re-imported, so a
         # script without a main guard works; the caller's sys.path travels in PYTHONPATH.

@@ -26,7 +26,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "search": {"supernet": (str,), "bits": (list, int), "nonzero": (list, _NUMBER), "pretrain_epochs": (int,),
                "finetune_steps": (int,), "batch_size": (int,), "finetune_batch_size": (int,), "lr": (_NUMBER,), "finetune_lr": (_NUMBER,),
                "anneal_fraction": (_NUMBER,), "seed": (int,)},
-    "measure": {"eval_samples": (int,), "calibration_samples": (int,), "allow_cpu_ops": (bool,)},
+    "measure": {"eval_samples": (int,), "calibration_samples": (int,), "allow_cpu_ops": (bool,),
+                "host_workers": (int,)},
     "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
     # where the firmware targets find their parts; an empty value falls back to the environment variable
     # (TFLM_ROOT, ETHOSU_DRIVER, FVP_CORSTONE300, UDC_BOARD_PORT, UDC_BOARD_PROBE, UDC_PYOCD_TARGET)
@@ -48,7 +49,7 @@ DEFAULTS: dict[str, dict] = {
             "strategies": ["uniform", "udc", "random"], "budgets": ["flash=40KiB"], "ablation": "",
             "seeds": 1},
     "search": {"supernet": "mbv2", "bits": [8, 4, 2], "nonzero": [1.0, 0.5, 0.2], "seed": 0},
-    "measure": {"calibration_samples": 200, "allow_cpu_ops": False},
+    "measure": {"calibration_samples": 200, "allow_cpu_ops": False, "host_workers": 0},
     "vela": {},
     "firmware": {"tflm_root": "", "kernels": "cmsis_nn", "ethosu_driver": "", "fvp": "", "model_id": "ic01",
                  "baud": 115200},
@@ -90,6 +91,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         raise UsageError(f"{path or 'command line'}: [{section}] {error}") from None
     _check_run(config["run"])
     _check_firmware(config["firmware"])
+    if not 0 <= config["measure"]["host_workers"] <= 64:
+        raise UsageError(f"measure.host_workers = {config['measure']['host_workers']}; give 1 to 64 processes, or 0 "
+                         "for one per core")
     return config
 
 

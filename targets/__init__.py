@@ -48,7 +48,7 @@ class TargetEntry:
 
 TARGETS: dict[str, TargetEntry] = {entry.name: entry for entry in (
     TargetEntry("vela", "Vela estimator for the Ethos-U55 + host TFLM interpreter for outputs (works everywhere)",
-                "targets.vela:VelaTarget", VELA_KEYS),
+                "targets.vela:VelaTarget", {**VELA_KEYS, "host_workers": "measure.host_workers"}),
     TargetEntry("qemu-an547", "TFLM firmware on QEMU's Cortex-M55 (mps3-an547): ELF Flash, instructions, bit-exact "
                 "outputs", "targets.qemu_an547:QemuAn547Target", {**FIRMWARE_KEYS, "kernels": "firmware.kernels"},
                 ("TFLM_ROOT",)),

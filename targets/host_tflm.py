@@ -8,6 +8,10 @@ TFLM aborts the process on some models instead of returning an error, so the int
 supervised worker process (``core.supervised``): an abort is one failed measurement naming the model,
 and the next model gets a fresh worker. Models TFLM is known to abort on are refused before
 (``core.tflm_limits``).
+
+A batch of at least ``PARALLEL_MIN_INPUTS`` inputs is split over ``workers`` such processes (default:
+one per core, at most ``MAX_WORKERS``), each running its contiguous share, and the outputs are put back
+in order: the same kernels on the same inputs, so the outputs are the same bytes as in one process.
 """
 
 from __future__ import annotations
@@ -29,31 +33,66 @@ ARENA_BYTES = 4 * 1024 * 1024  # generous: the host has room, the real need is r
 LOAD_SECONDS = 120.0  # time allowed to load a model, and the fixed part of every call
 SECONDS_PER_INFERENCE = 0.5  # about 150x what the main job's networks take per image on one core
 WORKER = "host TFLM"
+MAX_WORKERS = 8
+PARALLEL_MIN_INPUTS = 64  # smaller batches run in one worker: splitting them costs more than it saves
+
+
+def default_workers() -> int:
+    """Host TFLM workers for a batch: one per core this process may use, at most ``MAX_WORKERS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_WORKERS))
 
 
 class HostTFLM:
     """The interpreter of one model, in the host TFLM worker; ``log`` keeps what TFLM printed."""
 
-    def __init__(self, tflite: bytes, label: str = "model", log: Path | None = None):
+    def __init__(self, tflite: bytes, label: str = "model", log: Path | None = None, workers: int = 0):
         check_tflm_can_run(read_tflite(tflite, label=label), label)
         self._tflite, self._label, self._log = tflite, label, log
+        self.workers = workers or default_workers()
         self._digest = hashlib.sha256(tflite).hexdigest()
         shape, dtype = self._call(_load, doing="loading")
         self.input_shape, self.input_dtype = tuple(shape), np.dtype(dtype)
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         inputs = np.asarray(inputs)
-        return self._call(_infer, inputs, doing=f"running {len(inputs)} input(s) through",
-                          timeout=LOAD_SECONDS + SECONDS_PER_INFERENCE * len(inputs))
+        shares = min(self.workers, len(inputs) // (PARALLEL_MIN_INPUTS // 2)) if len(inputs) >= PARALLEL_MIN_INPUTS else 1
+        if shares <= 1:
+            return self._call(_infer, inputs, doing=f"running {len(inputs)} input(s) through",
+                              timeout=LOAD_SECONDS + SECONDS_PER_INFERENCE * len(inputs))
+        return self._infer_in_parallel(np.array_split(inputs, shares))
+
+    def _infer_in_parallel(self, parts: list[np.ndarray]) -> np.ndarray:
+        """Each part in its own worker at once; the outputs in the parts' order. The first failure (in
+        the parts' order) is raised once every part is done."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run(index: int):
+            name = WORKER if index == 0 else f"{WORKER} {index + 1}"  # the first is the one serial calls use
+            log = None if self._log is None or index == 0 else \
+                self._log.with_name(f"{self._log.stem}-{index + 1}{self._log.suffix}")  # one log per process
+            return self._call(_infer, parts[index], doing=f"running {len(parts[index])} input(s) through",
+                              timeout=LOAD_SECONDS + SECONDS_PER_INFERENCE * len(parts[index]), name=name, log=log)
+
+        for index in range(len(parts)):  # started from this thread: a worker dies with the thread that starts it
+            worker(WORKER if index == 0 else f"{WORKER} {index + 1}").start()
+        with ThreadPoolExecutor(len(parts)) as pool:
+            futures = [pool.submit(run, index) for index in range(len(parts))]
+            outputs = [future.exception() or future.result() for future in futures]
+        for output in outputs:
+            if isinstance(output, BaseException):
+                raise output
+        return np.concatenate(outputs)
 
     def arena_bytes(self) -> int:
         """Arena actually used, as TFLM reports it."""
         return self._call(_arena_bytes, doing="reading the arena size of")
 
-    def _call(self, function, *args, doing: str, timeout: float = LOAD_SECONDS):
+    def _call(self, function, *args, doing: str, timeout: float = LOAD_SECONDS, name: str = WORKER,
+              log: Path | None = None):
         try:
-            return worker(WORKER).call(function, self._digest, self._tflite, *args, label=self._label, doing=doing,
-                                       timeout=timeout, log=self._log)
+            return worker(name).call(function, self._digest, self._tflite, *args, label=self._label, doing=doing,
+                                     timeout=timeout, log=log or self._log)
         except NativeCrash:
             raise
         except ModelError as exc:  # TFLM's error status, raised in the worker without the model's name

@@ -20,8 +20,9 @@ class VelaTarget(Target):
     name = "vela"
 
     def __init__(self, accelerator: str | None = None, system_config: str | None = None,
-                 memory_mode: str | None = None, optimise: str | None = None):
+                 memory_mode: str | None = None, optimise: str | None = None, host_workers: int = 0):
         self.vela_settings = VelaSettings.from_options(accelerator, system_config, memory_mode, optimise)
+        self.host_workers = int(host_workers)  # processes for accuracy (0: one per core); not a setting
         self._compiled: CompiledModel | None = None
         self._host: HostTFLM | None = None
 
@@ -43,7 +44,7 @@ class VelaTarget(Target):
         workdir.mkdir(parents=True, exist_ok=True)
         self._compiled = compile_model(tflite, self.vela_settings, label=label, log=workdir / "vela.log")
         (workdir / "model_vela.tflite").write_bytes(self._compiled.model)
-        self._host = HostTFLM(tflite, label=label, log=workdir / "host-tflm.log")
+        self._host = HostTFLM(tflite, label=label, log=workdir / "host-tflm.log", workers=self.host_workers)
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         return self._host.infer(inputs)
