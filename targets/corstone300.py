@@ -29,16 +29,18 @@ from targets.vela_compiler import VelaSettings, compile_model, vela_version
 
 FVP = "FVP_Corstone_SSE-300_Ethos-U55"
 BOOT_TIMEOUT_S = 60.0
+FVP_TIMELIMIT_S = 3600  # the FVP's own wall-clock limit on a session, behind our per-reply deadlines
 
 
 def fvp_command(fvp: str, elf: Path, macs: int) -> list[str]:
     """The FVP's command line: no visualisation, UART0 on a raw TCP terminal (the FVP picks the port and
-    prints it), semihosting for the exit, statistics at the end."""
+    prints it), semihosting for the exit, statistics at the end, a wall-clock limit. Where each option
+    comes from (Arm's and TFLM's public scripts): docs/firmware.md, "The FVP's command line"."""
     return [fvp, "-a", str(elf), "-C", f"ethosu.num_macs={macs}",
             "-C", "mps3_board.visualisation.disable-visualisation=1",
             "-C", "mps3_board.telnetterminal0.start_telnet=0", "-C", "mps3_board.telnetterminal0.mode=raw",
             "-C", "mps3_board.uart0.unbuffered_output=1", "-C", "mps3_board.uart0.shutdown_on_eot=1",
-            "-C", "cpu0.semihosting-enable=1", "--stat"]
+            "-C", "cpu0.semihosting-enable=1", "--stat", "--timelimit", str(FVP_TIMELIMIT_S)]
 
 
 class FvpSession(ProcessSession):

@@ -13,7 +13,7 @@ from harness.cli import main
 from targets import firmware
 from targets import get_target
 from targets.board import BoardTarget, pyocd_flash_command
-from targets.corstone300 import FVP, Corstone300Target, FvpSession, fvp_command
+from targets.corstone300 import FVP, FVP_TIMELIMIT_S, Corstone300Target, FvpSession, fvp_command
 from targets.serial_link import ProtocolError
 from tests.test_firmware_qemu import needs_qemu
 
@@ -64,6 +64,7 @@ def test_fvp_command_maps_the_accelerator_to_num_macs_and_drives_uart0_raw(tmp_p
     options = {command[i + 1] for i, word in enumerate(command) if word == "-C"}
     assert {"ethosu.num_macs=64", "mps3_board.visualisation.disable-visualisation=1",
             "mps3_board.telnetterminal0.start_telnet=0", "mps3_board.telnetterminal0.mode=raw"} <= options
+    assert command[-2:] == ["--timelimit", str(FVP_TIMELIMIT_S)]  # the FVP's own limit, behind ours
     with pytest.raises(UsageError, match="choose one of ethos-u55-32, ethos-u55-64, ethos-u55-128, ethos-u55-256"):
         Corstone300Target(accelerator="ethos-u65-512")
 
