@@ -32,7 +32,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     # where the firmware targets find their parts; an empty value falls back to the environment variable
     # (TFLM_ROOT, ETHOSU_DRIVER, FVP_CORSTONE300, UDC_BOARD_PORT, UDC_BOARD_PROBE, UDC_PYOCD_TARGET)
     "firmware": {"tflm_root": (str,), "kernels": (str,), "ethosu_driver": (str,), "fvp": (str,), "model_id": (str,),
-                 "baud": (int,)},
+                 "baud": (int,), "model_loading": (str,)},
     "board": {"port": (str,), "probe": (str,), "pyocd_target": (str,)},
     # a device flashed with an MLPerf Tiny firmware (docs/protocol.md); runs 0 and warmups -1: the runner's
     "mlperf_dut": {"port": (str,), "baud": (int,), "chunk_bytes": (int,), "windows": (int,), "runs": (int,),
@@ -52,7 +52,7 @@ DEFAULTS: dict[str, dict] = {
     "measure": {"calibration_samples": 200, "allow_cpu_ops": False, "host_workers": 0},
     "vela": {},
     "firmware": {"tflm_root": "", "kernels": "cmsis_nn", "ethosu_driver": "", "fvp": "", "model_id": "ic01",
-                 "baud": 115200},
+                 "baud": 115200, "model_loading": "run-time"},
     "board": {"port": "", "probe": "", "pyocd_target": ""},
     "mlperf_dut": {"port": "", "baud": 115200, "chunk_bytes": 31, "windows": 5, "runs": 0, "warmups": -1,
                    "timeout_s": 30.0},
@@ -103,6 +103,9 @@ BAUD_RANGE = (1200, 2_000_000)
 
 
 def _check_firmware(firmware: dict) -> None:
+    if firmware["model_loading"] not in ("run-time", "linked"):
+        raise UsageError(f"firmware.model_loading = {firmware['model_loading']!r}; choose run-time (one firmware, the "
+                         "model put into memory) or linked (the model linked into a firmware per model)")
     if firmware["kernels"] not in KERNELS:
         raise UsageError(f"firmware.kernels = {firmware['kernels']!r}; choose one of {', '.join(KERNELS)}")
     if not re.fullmatch(r"[a-z0-9_]{1,20}", firmware["model_id"]):

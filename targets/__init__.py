@@ -50,7 +50,8 @@ TARGETS: dict[str, TargetEntry] = {entry.name: entry for entry in (
     TargetEntry("vela", "Vela estimator for the Ethos-U55 + host TFLM interpreter for outputs (works everywhere)",
                 "targets.vela:VelaTarget", {**VELA_KEYS, "host_workers": "measure.host_workers"}),
     TargetEntry("qemu-an547", "TFLM firmware on QEMU's Cortex-M55 (mps3-an547): ELF Flash, instructions, bit-exact "
-                "outputs", "targets.qemu_an547:QemuAn547Target", {**FIRMWARE_KEYS, "kernels": "firmware.kernels"},
+                "outputs", "targets.qemu_an547:QemuAn547Target", {**FIRMWARE_KEYS, "kernels": "firmware.kernels",
+                                                                "model_loading": "firmware.model_loading"},
                 ("TFLM_ROOT",)),
     TargetEntry("corstone300", "Vela-compiled model in TFLM firmware on Arm's Corstone-300 FVP: ELF Flash, Ethos-U55 "
                 "PMU cycles", "targets.corstone300:Corstone300Target", NPU_FIRMWARE_KEYS,

@@ -53,11 +53,12 @@ def tool_version(command: list[str]) -> str:
 
 def build(build_dir: Path, platform: str = "an547", model_source: Path | None = None, tflm_root: Path | None = None,
           tflm_library: Path | None = None, model_data: Path | None = None, ethosu_driver: Path | None = None,
-          model_id: str = "ic01", baud: int = 115200) -> Path:
+          model_id: str = "ic01", baud: int = 115200, model_slot: int | None = None) -> Path:
     """Configure and build the firmware for ``platform`` in ``build_dir`` (with ``model_source`` as the
     model side, default none; a TFLM model side also needs the checkout, its library and the generated
     model data; corstone300's NPU needs ``ethosu_driver``), announcing MLPerf Tiny model id ``model_id``
-    (which decides its input format, docs/protocol.md) with its UART at ``baud``; the ELF's path."""
+    (which decides its input format, docs/protocol.md) with its UART at ``baud``; with ``model_slot`` the
+    model is read at run time from that address (``targets.runtime_image``); the ELF's path."""
     reason = missing_tools()
     if reason:
         raise HarnessError(f"cannot build firmware: {reason}")
@@ -65,7 +66,8 @@ def build(build_dir: Path, platform: str = "an547", model_source: Path | None = 
     configure = ["cmake", "-S", str(FIRMWARE_DIR), "-B", str(build_dir), f"-DPLATFORM={platform}",
                  f"-DCMAKE_TOOLCHAIN_FILE={FIRMWARE_DIR / 'cmake' / 'arm-none-eabi.cmake'}", "-DCMAKE_BUILD_TYPE=Release",
                  f"-DMODEL_SOURCE={model_source or FIRMWARE_DIR / 'core' / 'model_none.c'}",
-                 f"-DUDC_MODEL_ID={model_id}", f"-DUDC_BAUD={baud}"]
+                 f"-DUDC_MODEL_ID={model_id}", f"-DUDC_BAUD={baud}",
+                 f"-DMODEL_SLOT_ADDRESS={'' if model_slot is None else hex(model_slot)}"]
     if tflm_root is not None:
         configure += [f"-DTFLM_ROOT={tflm_root}", f"-DTFLM_LIBRARY={tflm_library}", f"-DMODEL_DATA={model_data}"]
     if ethosu_driver is not None:

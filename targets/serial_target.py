@@ -41,6 +41,12 @@ class SerialTarget(Target):
     def open_session(self, elf: Path) -> Session:
         """Start ``elf`` (boot the emulator, or flash and reset the board) and return its session."""
 
+    def memory_figures(self, elf: Path, tflite: bytes, arena_bytes: int) -> dict:
+        """Flash (with its breakdown) and RAM of the image running the model: the linked ELF's by default."""
+        from targets import firmware
+
+        return firmware.memory_figures(elf)
+
     def platform_counters(self, inference: Inference) -> dict:
         """Store figures from the platform's m- counter lines of one timed ``infer``; none by default."""
         return {}
@@ -53,14 +59,14 @@ class SerialTarget(Target):
         return model_operators(tflite, label)
 
     def prepare(self, tflite: bytes, workdir: Path, label: str) -> None:
-        from targets import firmware
         from targets.host_tflm import HostTFLM
 
         self.close()
         self.firmware_operators(tflite, label)  # an operator TFLM lacks is named before anything is built
         self._host = HostTFLM(tflite)
-        elf = self.build_image(tflite, workdir, label, self._host.arena_bytes() + ARENA_MARGIN_BYTES)
-        self._memory = firmware.memory_figures(elf)
+        arena_bytes = self._host.arena_bytes() + ARENA_MARGIN_BYTES
+        elf = self.build_image(tflite, workdir, label, arena_bytes)
+        self._memory = self.memory_figures(elf, tflite, arena_bytes)
         self._session = self.open_session(elf)
         self._profile = self._session.link.profile()
 
@@ -70,6 +76,12 @@ class SerialTarget(Target):
         link = self._session.link
         link.load_input(encode_input(sample, input_format(self._profile.get("model"), self._profile.get("input_format"))))
         inference = link.infer(runs, 0)
+        return self._output_of(inference), inference
+
+    def _output_of(self, inference: Inference) -> np.ndarray:
+        """The int8 output of an 'infer' reply, checked: present, with its instruction count, of the size the
+        profile announced."""
+        link = self._session.link
         if inference.int8 is None:
             raise ProtocolError(f"{link.label}: 'infer' replied without its m-results-int8 line")
         if "instructions" not in inference.figures:
@@ -78,10 +90,12 @@ class SerialTarget(Target):
         if expected is not None and inference.int8.size != expected:
             raise ProtocolError(f"{link.label}: 'infer' replied {inference.int8.size} values, the profile said "
                                 f"{expected}")
-        return inference.int8, inference
+        return inference.int8
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
-        outputs = [self._run(sample, 1)[0] for sample in np.asarray(inputs)]
+        return self._stacked([self._run(sample, 1)[0] for sample in np.asarray(inputs)])
+
+    def _stacked(self, outputs: list[np.ndarray]) -> np.ndarray:
         for index, output in enumerate(outputs):
             if output.size != outputs[0].size:
                 raise ProtocolError(f"{self._session.link.label}: 'infer' replied {outputs[0].size} values for "

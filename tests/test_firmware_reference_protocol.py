@@ -246,7 +246,7 @@ INFER = re.compile(r"^m-warmup-start-1 m-warmup-done m-infer-start-2 m-lap-us-(\
 def _model_image(hand_tflite: bytes, workdir: Path, model_id: str) -> Path:
     from targets.host_tflm import HostTFLM
 
-    target = QemuAn547Target(model_id=model_id)
+    target = QemuAn547Target(model_id=model_id, model_loading="linked")
     return target.build_image(hand_tflite, workdir, "hand", HostTFLM(hand_tflite).arena_bytes() + 16 * 1024)
 
 

@@ -30,7 +30,7 @@ def image(hand_tflite, tmp_path_factory):
 def device(image):
     """QEMU running the image, its UART a Unix socket waiting for the first connection."""
     folder = _private_folder()
-    session = ProcessSession(qemu_command(image, folder / "uart0.sock"))
+    session = ProcessSession(qemu_command(image, folder / "uart0.sock", TARGET.model_slot))
     deadline = time.monotonic() + 20
     while not (folder / "uart0.sock").exists() and time.monotonic() < deadline:
         time.sleep(0.05)

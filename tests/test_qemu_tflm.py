@@ -55,7 +55,7 @@ def test_the_corstone300_image_links_the_real_driver_and_boots_on_an547(tmp_path
     with QemuSession(elf) as session:
         assert session.link.command("name") == ["m-name-dut-[udc-harness corstone300]"]
         profile = session.link.profile()
-        assert profile["model"] == "hand" and profile["arena_bytes"] > 0  # the Vela model's tensors allocate
+        assert profile["model"] == "ic01" and profile["arena_bytes"] > 0  # the Vela model's tensors allocate
         session.link.load_input(bytes(profile["input_bytes"]))
         with pytest.raises(ProtocolError, match="the Ethos-U55 did not initialise"):
             session.link.infer(runs=1, warmups=0)

@@ -42,7 +42,11 @@ def max_pool_cnn():
 
 
 class ArenaStarvedTarget(QemuAn547Target):
-    """Test double: the real firmware built with a 4 KiB arena, whatever the model needs."""
+    """Test double: the real firmware built with a 4 KiB arena, whatever the model needs (the model linked
+    in: a run-time firmware has one arena for every model)."""
+
+    def __init__(self, **options):
+        super().__init__(model_loading="linked", **options)
 
     def build_image(self, tflite, workdir, label, arena_bytes):
         return super().build_image(tflite, workdir, label, 4096)
@@ -97,11 +101,9 @@ def test_an_abort_inside_tflm_is_a_reply_not_a_silent_target(tmp_path):
     the pending command with the reason and ends the run, where TFLM alone would spin in silence."""
     import tensorflow as tf
 
-    from targets.qemu_an547 import QemuSession
-
     tiny = tflite_of(lambda x: tf.nn.softmax(tf.matmul(x, tf.constant(1e-9, shape=(4, 3)))), (1, 4))
     elf = TARGET.build_image(tiny, tmp_path, "tiny-logits", 64 * 1024)
-    with QemuSession(elf) as session:
+    with TARGET.open_session(elf) as session:
         with pytest.raises(ProtocolError, match=r"^qemu-an547: 'profile' failed on the target: TFLM aborted "
                                                 r"\(TFLITE_ABORT\); TFLM: no message$"):
             session.link.profile()

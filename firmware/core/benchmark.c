@@ -152,10 +152,35 @@ static void db_data(const char *hex) {
     if (input_loaded == input_expected) reply("m-load-done");
 }
 
+#ifdef MODEL_SLOT_ADDRESS
+/* db slot I: input I of the image slot the host filled before the start (targets/runtime_image.py: magic
+ * UDCI, count, bytes per input, then the int8 inputs), so accuracy needs no transfer per image */
+#define IMAGES_SLOT_ADDRESS (MODEL_SLOT_ADDRESS + 0x800000u)
+static void db_slot(int count, char **words) {
+    const uint8_t *slot = (const uint8_t *)IMAGES_SLOT_ADDRESS;
+    uint32_t images, size;
+    long index;
+    if (memcmp(slot, "UDCI", 4)) { reply("e-[no inputs in the image slot]"); return; }
+    memcpy(&images, slot + 4, 4);
+    memcpy(&size, slot + 8, 4);
+    if (count < 3 || number(words[2], &index) || index < 0 || (uint32_t)index >= images) {
+        reply("e-[db slot needs an input index below %u]", (unsigned)images);
+        return;
+    }
+    if (size > INPUT_CAPACITY) { reply("e-[inputs of %u bytes exceed the %u-byte buffer]", (unsigned)size, INPUT_CAPACITY); return; }
+    memcpy(input, slot + 16 + (size_t)index * size, size);
+    input_expected = input_loaded = size;
+    reply("m-load-done");
+}
+#endif
+
 static void db(int count, char **words) {
     if (count < 2) reply("e-[Command 'db' requires a subcommand]");
     else if (!strcmp(words[1], "load")) db_load(count, words);
     else if (!strcmp(words[1], "print")) db_print();
+#ifdef MODEL_SLOT_ADDRESS
+    else if (!strcmp(words[1], "slot")) db_slot(count, words);
+#endif
     else if (count > 2) reply("e-[db data is one word of hex digits]");
     else db_data(words[1]);
 }
@@ -189,7 +214,11 @@ static void report_counter(const char *name, uint64_t total) {
 
 /* one inference, its ticks added to *busy; the input is copied in first, as TFLM may reuse its memory */
 static const char *run_once(uint64_t *busy) {
-    if (model_set_input(input, input_loaded)) return "input size does not match the model";
+    if (model_set_input(input, input_loaded)) {
+        /* a model that could not be set up says why (an operator missing, the arena exhausted) */
+        const char *error = model_invoke();
+        return error ? error : "input size does not match the model";
+    }
     uint64_t start = th_ticks();
     const char *error = model_invoke();
     *busy += th_ticks() - start;

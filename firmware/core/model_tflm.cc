@@ -1,4 +1,5 @@
-// The model side with TFLite Micro: the int8 model embedded in the image (section .model), its
+// The model side with TFLite Micro: the int8 model embedded in the image (section .model) or read at run
+// time from the model slot (MODEL_SLOT_ADDRESS, targets/runtime_image.py), its
 // tensor arena in the platform's large SRAM (section .arena), and an op resolver generated from the
 // model's own operators (model_ops.h, targets/op_resolver.py). Built only with a TFLM checkout.
 //
@@ -115,6 +116,15 @@ bool setup() {
         setup_error = fail("the op resolver refused an operator of %s", MODEL_OPERATORS);
         return false;
     }
+#ifdef MODEL_SLOT_ADDRESS
+    // a firmware that reads its model at run time: the host put it in the slot before the start
+    const unsigned char *slot = reinterpret_cast<const unsigned char *>(MODEL_SLOT_ADDRESS);
+    if (std::memcmp(slot, "UDCM", 4) != 0 || model_data_len == 0) {
+        setup_error = fail("no model in the model slot at 0x%08x: the host loads one before the start "
+                           "(QEMU -device loader, FVP --data)", (unsigned)MODEL_SLOT_ADDRESS);
+        return false;
+    }
+#endif
     const tflite::Model *model = tflite::GetModel(model_data);
     const char *missing = missing_operator(model, resolver);
     if (missing) {
