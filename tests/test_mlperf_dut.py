@@ -144,3 +144,13 @@ def test_measure_quiet_prints_nothing_for_a_good_measurement(kws_tflite, capsys,
     device = ReferenceDut(kws_tflite, model_id="kws01")
     assert main(["measure", "--target", "mlperf-dut", "--port", device.url, "--quiet", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_a_device_announcing_another_input_size_than_the_named_model_is_refused(hand_tflite, tmp_path):
+    """Our firmware announces its input size (m-input-bytes); a --tflite that takes another is the wrong model."""
+    target = MLPerfDutTarget(port="socket://127.0.0.1:1")
+    target._identity = {"name": "udc-harness an547", "model": "ic01", "input_format": "uint8-shifted",
+                        "input_bytes": 196}  # what 'profile' of a device holding a 14x14 model says
+    with pytest.raises(Exception, match=r"^hand: the model takes 784 input bytes but the device's model 'ic01' takes "
+                                        r"196; is the device flashed with this model\?$"):
+        target.prepare(hand_tflite, tmp_path, "hand")
