@@ -37,6 +37,11 @@ MAX_WORKERS = 8
 PARALLEL_MIN_INPUTS = 64  # smaller batches run in one worker: splitting them costs more than it saves
 
 
+def _worker_name(index: int) -> str:
+    """The worker of the index-th share of a batch; the first is the one single calls use."""
+    return WORKER if index == 0 else f"{WORKER} {index + 1}"
+
+
 def default_workers() -> int:
     """Host TFLM workers for a batch: one per core this process may use, at most ``MAX_WORKERS``."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -68,21 +73,17 @@ class HostTFLM:
         from concurrent.futures import ThreadPoolExecutor
 
         def run(index: int):
-            name = WORKER if index == 0 else f"{WORKER} {index + 1}"  # the first is the one serial calls use
             log = None if self._log is None or index == 0 else \
                 self._log.with_name(f"{self._log.stem}-{index + 1}{self._log.suffix}")  # one log per process
             return self._call(_infer, parts[index], doing=f"running {len(parts[index])} input(s) through",
-                              timeout=LOAD_SECONDS + SECONDS_PER_INFERENCE * len(parts[index]), name=name, log=log)
+                              timeout=LOAD_SECONDS + SECONDS_PER_INFERENCE * len(parts[index]),
+                              name=_worker_name(index), log=log)
 
         for index in range(len(parts)):  # started from this thread: a worker dies with the thread that starts it
-            worker(WORKER if index == 0 else f"{WORKER} {index + 1}").start()
-        with ThreadPoolExecutor(len(parts)) as pool:
+            worker(_worker_name(index)).start()
+        with ThreadPoolExecutor(len(parts)) as pool:  # leaving the block waits for every part
             futures = [pool.submit(run, index) for index in range(len(parts))]
-            outputs = [future.exception() or future.result() for future in futures]
-        for output in outputs:
-            if isinstance(output, BaseException):
-                raise output
-        return np.concatenate(outputs)
+        return np.concatenate([future.result() for future in futures])
 
     def arena_bytes(self) -> int:
         """Arena actually used, as TFLM reports it."""
