@@ -70,6 +70,7 @@ class FlashCost:
         self.pooled = {_channel_owner(model, model.sources[name][0]) for name, layer in model.layers.items()
                        if isinstance(layer, GlobalAveragePool)}
         self.rates: dict[str, dict[tuple, float]] = {}
+        self.version = 0  # counts refreshes: a relaxed cost's tables are built for one version of the rates
         self.refresh(model)
 
     def refresh(self, model: GraphNet) -> None:
@@ -77,6 +78,7 @@ class FlashCost:
         for name, layer in model.layers.items():
             if isinstance(layer, SearchableLayer):
                 self.rates[name] = self._layer_rates(layer)
+        self.version += 1
 
     def _layer_rates(self, layer: SearchableLayer) -> dict[tuple, float]:
         theta = layer.theta.detach()
@@ -90,7 +92,8 @@ class FlashCost:
                     rates[(bits, nonzero)] = encoded / theta.numel()
         return rates
 
-    def _rate(self, name: str, bits, nonzero: float) -> float:
+    def rate(self, name: str, bits, nonzero: float) -> float:
+        """Bytes per weight element of layer ``name`` at (bits, nonzero), or at its nearest measured option."""
         rates = self.rates[name]
         if (bits, nonzero) in rates:
             return rates[(bits, nonzero)]
@@ -100,7 +103,7 @@ class FlashCost:
         """A layer's share of the Flash: its encoded weights, its channels' scales (and a pool's, if one reads it)."""
         c = self.flash_model.coefficients
         channels = c["channels"] * kept_out + (c["pooled"] * kept_out if name in self.pooled else 0.0)
-        return c["encoded"] * self._rate(name, bits, nonzero) * elements + channels
+        return c["encoded"] * self.rate(name, bits, nonzero) * elements + channels
 
     def candidate_features(self, candidate: Candidate) -> dict[str, float]:
         """``core.flash_model`` features of a candidate's deployed weights."""
@@ -116,21 +119,3 @@ class FlashCost:
 
     def fixed(self) -> float:
         return self.flash_model.coefficients["fixed"]
-
-    def relaxed_layer(self, name: str, layer: SearchableLayer, z_bits, z_nonzero, width_out, width_in=1.0):
-        """The layer's share at relaxed options: z_bits [S, Kb] over its bit options (None: its selected
-        bits), z_nonzero [S, Ks] (None: its selected fraction), expected widths as tensors or floats."""
-        bit_options = layer.bit_options if z_bits is not None else (layer.bits,)
-        nonzero_options = layer.nonzero_options if z_nonzero is not None else (layer.nonzero,)
-        table = torch.tensor([[self._rate(name, b, s) for s in nonzero_options] for b in bit_options],
-                             dtype=torch.float32)
-        if z_bits is None:
-            z_bits = torch.ones(1, 1)
-        if z_nonzero is None:
-            z_nonzero = torch.ones(1, 1)
-        rate = ((z_bits @ table) * z_nonzero).sum(-1)  # [S]: sum_ij z_b[i] rate[i, j] z_s[j]
-        c = self.flash_model.coefficients
-        elements = layer.theta.numel() * width_out * width_in
-        channels = layer.out_channels * width_out
-        pooled = c["pooled"] * channels if name in self.pooled else 0.0
-        return c["encoded"] * rate * elements + c["channels"] * channels + pooled

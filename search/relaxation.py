@@ -9,13 +9,14 @@ samples cost one batched op instead of S.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-PROJECTION_ITERATIONS = 40  # bisection halvings of 1/T in [0, 1]: 2^-40, far below float32 resolution
+NEWTON_ITERATIONS = 60  # at most; quadratic convergence takes a handful
+NEWTON_TOLERANCE = 1e-12  # on 1/T in [0, 1], far below float32 resolution
 FEASIBILITY_TOLERANCE = 1e-6  # a pi this close to the bound counts as feasible, so projection is idempotent
 
 
@@ -100,35 +101,52 @@ def ste_top_kappa(z_hat: torch.Tensor, kappa: int) -> torch.Tensor:
 # ---------------------------------------------------------------- projection (eq. 8)
 
 
-def _inverse_temperatures(log_pi: torch.Tensor, valid: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+def _inverse_temperatures(log_pi: np.ndarray, valid: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """beta* = 1/T* in [0, 1] per row: the largest beta with max softmax(beta * log pi) <= bound.
 
-    With r_k = pi_k / max pi, max softmax(beta * log pi) = 1 / sum_k r_k^beta, which falls
-    monotonically from 1 (beta -> inf) to 1/K (beta = 0), so bisection on beta finds the root.
+    With l_k = log(pi_k / max pi) <= 0, max softmax(beta * log pi) = 1 / sum_k exp(beta l_k), so beta* is the
+    root of g(beta) = log sum_k exp(beta l_k) + log(bound), which is convex and decreasing with g(0) =
+    log(K bound) >= 0. Newton's method from beta = 0 then climbs to the root from below, never past it (each
+    tangent meets zero at or before g does), converging quadratically: every iterate is feasible.
     """
-    log_ratio = torch.where(valid, log_pi - log_pi.masked_fill(~valid, -math.inf).amax(-1, keepdim=True), 0.0)
+    log_ratio = np.where(valid, log_pi - np.where(valid, log_pi, -np.inf).max(-1, keepdims=True), 0.0)
+    log_bounds = np.log(bounds)
 
-    def peak(beta):
-        terms = torch.where(valid, torch.exp(beta.unsqueeze(-1) * log_ratio), 0.0)
-        return 1.0 / terms.sum(-1)
+    def terms(beta):
+        return np.where(valid, np.exp(beta[:, None] * log_ratio), 0.0)
 
-    low, high = torch.zeros_like(bounds), torch.ones_like(bounds)
-    feasible = peak(high) <= bounds + FEASIBILITY_TOLERANCE
-    for _ in range(PROJECTION_ITERATIONS):
-        middle = (low + high) / 2
-        below = peak(middle) <= bounds
-        low, high = torch.where(below, middle, low), torch.where(below, high, middle)
-    return torch.where(feasible, torch.ones_like(low), low)
+    feasible = 1.0 / terms(np.ones_like(bounds)).sum(-1) <= bounds + FEASIBILITY_TOLERANCE
+    beta = np.zeros_like(bounds)
+    for _ in range(NEWTON_ITERATIONS):
+        weights = terms(beta)
+        total = weights.sum(-1)
+        slope = (weights * log_ratio).sum(-1) / total  # g'(beta) <= 0; 0 only for a uniform pi
+        climbing = (slope < 0.0) & ~feasible
+        climb = np.where(climbing, (np.log(total) + log_bounds) / np.where(climbing, -slope, 1.0), 0.0)
+        beta = np.minimum(beta + np.maximum(climb, 0.0), 1.0)
+        if climb.max(initial=0.0) < NEWTON_TOLERANCE:
+            break
+    return np.where(feasible, 1.0, beta)
 
 
-def _project_padded(pi: torch.Tensor, valid: torch.Tensor, xi: float) -> torch.Tensor:
-    """Eq. 8 for every row of pi [D, K_max] at once (entries outside ``valid`` are padding, returned as
-    0); rows already in S come back unchanged."""
-    log_pi = torch.where(valid, pi.detach().to(torch.float64).clamp_min(torch.finfo(torch.float64).tiny).log(), 0.0)
-    bounds = 1.0 / valid.sum(-1).to(torch.float64) + xi
-    betas = _inverse_temperatures(log_pi, valid, bounds)
-    tempered = torch.softmax((betas.unsqueeze(-1) * log_pi).masked_fill(~valid, -math.inf), dim=-1).to(pi.dtype)
-    return torch.where((betas >= 1.0).unsqueeze(-1), pi, tempered)
+def _project_rows(pi: np.ndarray, valid: np.ndarray, xi: float) -> np.ndarray:
+    """Eq. 8 for every row of pi [D, K_max] (float64; entries outside ``valid`` are padding, returned as
+    0); rows already in S come back unchanged. In numpy: a few hundred operations on a few hundred
+    numbers, which torch would dispatch one by one at several times the cost."""
+    log_pi = np.where(valid, np.log(np.maximum(pi, np.finfo(np.float64).tiny)), 0.0)
+    betas = _inverse_temperatures(log_pi, valid, 1.0 / valid.sum(-1) + xi)
+    tempered = np.where(valid, betas[:, None] * log_pi, -np.inf)
+    tempered = np.exp(tempered - tempered.max(-1, keepdims=True))
+    return np.where((betas >= 1.0)[:, None], pi, tempered / tempered.sum(-1, keepdims=True))
+
+
+def _padded(vectors: Sequence[torch.Tensor], fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of different lengths as rows of one float64 array [D, K_max] and its valid entries."""
+    sizes = [v.numel() for v in vectors]
+    valid = np.arange(max(sizes))[None, :] < np.array(sizes)[:, None]
+    padded = np.full(valid.shape, fill)
+    padded[valid] = torch.cat([v.detach().view(-1) for v in vectors]).cpu().numpy()
+    return padded, valid
 
 
 def project(pi: torch.Tensor | Sequence[torch.Tensor], xi: float) -> torch.Tensor | list[torch.Tensor]:
@@ -139,15 +157,25 @@ def project(pi: torch.Tensor | Sequence[torch.Tensor], xi: float) -> torch.Tenso
     if xi < 0:
         raise ValueError(f"xi must be >= 0, got {xi}")
     if isinstance(pi, torch.Tensor):
-        rows = pi.reshape(-1, pi.shape[-1])
-        return _project_padded(rows, torch.ones_like(rows, dtype=torch.bool), xi).reshape(pi.shape)
+        rows = pi.detach().reshape(-1, pi.shape[-1]).cpu().to(torch.float64).numpy()
+        projected = _project_rows(rows, np.ones(rows.shape, bool), xi)  # unchanged rows: exact via float64
+        return torch.from_numpy(projected).to(pi.dtype).reshape(pi.shape).to(pi.device)
     pis = list(pi)
-    sizes = [p.numel() for p in pis]
-    padded = torch.zeros(len(pis), max(sizes), dtype=pis[0].dtype)
-    valid = torch.arange(max(sizes)).unsqueeze(0) < torch.tensor(sizes).unsqueeze(1)
-    padded[valid] = torch.cat([p.detach().reshape(-1) for p in pis])
-    projected = _project_padded(padded, valid, xi)
-    return [row[:size].reshape(p.shape) for row, size, p in zip(projected, sizes, pis)]
+    padded, valid = _padded(pis, 0.0)
+    projected = _project_rows(padded, valid, xi)
+    return [torch.from_numpy(row[:p.numel()]).to(p.dtype).reshape(p.shape).to(p.device)
+            for row, p in zip(projected, pis)]
+
+
+def projected_log_probabilities(logits: Sequence[torch.Tensor], xi: float) -> list[torch.Tensor]:
+    """log P_S(softmax(l)) for each of several logit vectors (of different K): eq. 8 on the decisions'
+    own parameters in one batched numpy pass, softmax and log included."""
+    padded, valid = _padded(logits, -np.inf)
+    pi = np.exp(padded - padded.max(-1, keepdims=True))
+    pi /= pi.sum(-1, keepdims=True)
+    log_projected = np.log(np.maximum(_project_rows(pi, valid, xi), np.finfo(np.float32).tiny))
+    flat = torch.from_numpy(log_projected[valid]).to(logits[0].dtype)  # the logits' entries in order
+    return [part.view(l.shape) for part, l in zip(flat.split([l.numel() for l in logits]), logits)]
 
 
 # ---------------------------------------------------------------- schedules

@@ -9,7 +9,8 @@ import torch
 
 from core.candidate import FORMAT, Candidate, layer_shapes, validate
 from search.space.graph import GraphNet
-from search.space.layers import Add, GlobalAveragePool, SearchableConv2d, SearchableDense, SearchableDepthwiseConv2d, SearchableLayer
+from search.space.fixed_layers import Add, GlobalAveragePool
+from search.space.layers import SearchableConv2d, SearchableDense, SearchableDepthwiseConv2d, SearchableLayer
 
 FLOAT_BITS = 32  # how a layer without quantization is recorded in a spec
 

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from search.space.layers import Add, SearchableConv2d, SearchableDepthwiseConv2d, SearchableLayer
+from search.space import relaxed_plan
+from search.space.fixed_layers import Add
+from search.space.layers import SearchableConv2d, SearchableDepthwiseConv2d, SearchableLayer
 
 class GraphNet(nn.Module):
     """Named layers in execution order; ``sources[name]`` lists the outputs a layer reads ("input" = the image)."""
@@ -37,13 +39,34 @@ class GraphNet(nn.Module):
         return name
 
     def forward(self, images_nhwc: torch.Tensor) -> torch.Tensor:
-        outputs = {"input": images_nhwc.permute(0, 3, 1, 2)}
+        """The logits. Relaxed with S samples (``relax``), the batch holds S equal groups of images, group i
+        under sample i's choices; the groups run through the network one after the other (on CPU faster than
+        one batch through grouped convolutions), with the parameters ``relaxed_plan`` gives each sample."""
+        images = images_nhwc.permute(0, 3, 1, 2)
+        if not relaxed_plan.is_relaxed(self):
+            return self._forward(images, None, {}, set())
+        samples = relaxed_plan.relaxed_samples(self)
+        if images.shape[0] % samples:
+            raise ValueError(f"a batch of {images.shape[0]} does not split into {samples} equal sample groups")
+        parameters, gated = relaxed_plan.sample_parameters(self, samples)
+        if samples == 1:
+            return self._forward(images, 0, parameters, gated)
+        return torch.cat([self._forward(group, i, parameters, gated) for i, group in enumerate(images.chunk(samples))])
+
+    def _forward(self, images: torch.Tensor, sample: int | None, parameters: dict, gated: set[str]) -> torch.Tensor:
+        outputs = {"input": images}
         inactive = self.inactive_layers()
         for name, layer in self.layers.items():
             if name in self.skipped:
                 outputs[name] = outputs[self.sources[name][0]]
             elif name not in inactive:
-                outputs[name] = layer(*(outputs[s] for s in self.sources[name]))
+                inputs = [outputs[s] for s in self.sources[name]]
+                if name in parameters:
+                    outputs[name] = layer(*inputs, parameters=parameters[name][sample])
+                elif isinstance(layer, Add) and sample is not None:
+                    outputs[name] = layer(*inputs, sample=sample, gated=name in gated)
+                else:
+                    outputs[name] = layer(*inputs)
         return outputs[name]
 
     def skip_block(self, add_name: str, skip: bool = True) -> None:

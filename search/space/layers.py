@@ -1,5 +1,5 @@
 """Searchable layers: one weight tensor theta shared by every width, bitwidth and sparsity option of a
-layer, and the parameter-free layers (residual add, global average pool) of a network.
+layer (the parameter-free layers of a network are in ``fixed_layers``).
 
 Every layer takes NCHW tensors; convolutions pad like TensorFlow's SAME, which the Keras export uses.
 """
@@ -15,6 +15,7 @@ from torch import nn
 
 from search.space.masks import kept_count, magnitude_mask, width_mask
 from search.space.quantizers import MIN_RANGE, best_range, quantize, quantize_offset
+from search.space.relaxed_weight import SampleParameters, WeightInputs, per_sample, quantizer_levels, relaxed_weights
 
 ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "relu6": F.relu6}
 
@@ -56,6 +57,8 @@ class SearchableLayer(nn.Module):
         self.register_buffer("mask", None, persistent=False)
         self.register_buffer("option_masks", None, persistent=False)
         self.register_buffer("width_option_masks", None, persistent=False)  # [K, C], made on first use
+        self.register_buffer("levels", quantizer_levels(self.bit_options), persistent=False)
+        self.one_bit = tuple(k for k, b in enumerate(self.bit_options) if b == 1)
         self.bits: int | None = None
         self.nonzero = 1.0
         self.width = 1.0
@@ -70,7 +73,8 @@ class SearchableLayer(nn.Module):
     def _make_batchnorm(self, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
 
-    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's operation with ``weight`` and ``bias`` (default: this layer's bias)."""
         raise NotImplementedError
 
     def _channel_view(self, vector: torch.Tensor) -> torch.Tensor:
@@ -204,25 +208,33 @@ class SearchableLayer(nn.Module):
             return 0.0
         return float(self.pruning_boundary())
 
-    def _relaxed_weights(self) -> torch.Tensor:
-        """[S or 1, *theta.shape]: sum_k z_b[k] Q(theta, b_k, r_k) * sum_k z_s[k] m_k for each sample."""
-        if "bits" in self.relaxed:
-            z_bits = self.relaxed["bits"]
-            used = (z_bits != 0).any(dim=0).tolist()  # top-kappa leaves most options at exactly 0
-            shape = (-1, *([1] * self.theta.dim()))
-            weight = sum(z_bits[:, k].view(shape) * quantize(self.theta, b, self.ranges[str(b)])
-                         for k, (b, use) in enumerate(zip(self.bit_options, used)) if use)
-        elif self.bits is None:
-            weight = self.theta.unsqueeze(0)
-        else:
-            weight = quantize(self.theta, self.bits, self.ranges[str(self.bits)]).unsqueeze(0)
+    def weight_inputs(self) -> WeightInputs | None:
+        """This layer's part of ``relaxed_weight.relaxed_weights``; a choice not relaxed is the selected option.
+        None for a float layer (no bit option)."""
+        one = torch.ones(1, 1, dtype=self.theta.dtype, device=self.theta.device)
         if "nonzero" in self.relaxed:
-            return weight * torch.tensordot(self.relaxed["nonzero"], self.option_masks, dims=1)
-        return weight if self.mask is None else weight * self.mask
+            masks, z_nonzero = self.option_masks.reshape(len(self.nonzero_options), -1), self.relaxed["nonzero"]
+        else:
+            masks = torch.ones_like(self.theta) if self.mask is None else self.mask
+            masks, z_nonzero = masks.reshape(1, -1), one
+        if "bits" in self.relaxed:
+            return WeightInputs(self.theta, [self.ranges[str(b)] for b in self.bit_options], self.levels, self.one_bit,
+                                self.relaxed["bits"], masks, z_nonzero)
+        if self.bits is None:
+            return None
+        index = self.bit_options.index(self.bits)
+        return WeightInputs(self.theta, [self.ranges[str(self.bits)]], self.levels[index:index + 1],
+                            (0,) if self.bits == 1 else (), one, masks, z_nonzero)
 
-    def _apply_weights(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Apply S weight tensors, each to its own 1/S of the batch, in one call."""
-        raise NotImplementedError
+    def relaxed_weights(self) -> torch.Tensor:
+        """[S or 1, *theta.shape]: sum_k z_b[k] Q(theta, b_k, r_k) * sum_k z_s[k] m_k for each sample."""
+        inputs = self.weight_inputs()
+        if inputs is not None:
+            return relaxed_weights([inputs])[0]
+        if "nonzero" in self.relaxed:  # float: theta under the masks
+            masks = self.option_masks.reshape(len(self.nonzero_options), -1)
+            return self.theta.unsqueeze(0) * (self.relaxed["nonzero"] @ masks).view(-1, *self.theta.shape)
+        return (self.theta if self.mask is None else self.theta * self.mask).unsqueeze(0)
 
     def deployed_range(self) -> float:
         """The range written into a spec: r_b, or max|theta| for a float layer."""
@@ -233,9 +245,54 @@ class SearchableLayer(nn.Module):
     def kept_out_channels(self) -> int:
         return kept_count(self.out_channels, self.width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def relaxed_samples(self) -> int:
+        """S of the relaxed choices; 1 when none is relaxed."""
+        return next(iter(self.relaxed.values())).shape[0] if self.relaxed else 1
+
+    def output_scale(self) -> torch.Tensor | None:
+        """[S or 1, C]: the per-channel scale of the width on the output, sum_k z_w[k] mask_k relaxed, the
+        selected width's mask below 1, None at full width."""
+        if "width" in self.relaxed:
+            if self.width_option_masks is None:
+                self.width_option_masks = torch.stack([width_mask(self.out_channels, w) for w in self.width_options])
+            return self.relaxed["width"] @ self.width_option_masks.to(self.theta.dtype)
+        if self.width < 1.0:
+            return width_mask(self.out_channels, self.width).to(self.theta.dtype).unsqueeze(0)
+        return None
+
+    def sample_parameters(self, samples: int, input_scale: torch.Tensor | None = None,
+                          output_factor: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                          weights: torch.Tensor | None = None) -> list[SampleParameters]:
+        """Per sample: ``relaxed_weights()`` with ``input_scale`` [S or 1, C_in] (the width scale of the source,
+        taken off the source's output) multiplied into the input channels and ``output_factor`` [S or 1, C or 1]
+        into the output channels and the bias; ``scale`` [S or 1, C] stays on the output. Exact: a
+        convolution is linear in each channel of its input and, without activation, in its output.
+        ``weights``: ``relaxed_weights()`` if computed already (with other layers')."""
+        weights = self.relaxed_weights() if weights is None else weights
+        bias = self.bias.unsqueeze(0)
+        ones = [1] * (self.theta.dim() - 1)
+        if input_scale is not None:  # a depthwise layer's input channels are its output channels
+            view = (-1, *ones) if self.op == "dwconv" else (1, -1, *ones[1:])
+            weights = weights * input_scale.view(input_scale.shape[0], *view)
+        if output_factor is not None:
+            weights = weights * output_factor.view(output_factor.shape[0], -1, *ones)
+            bias = bias * output_factor
+        return per_sample(samples, weights, bias, scale)
+
+    def forward(self, x: torch.Tensor, parameters: SampleParameters | None = None) -> torch.Tensor:
+        """The layer's output. Relaxed with S samples, x holds S equal groups of images and group i uses
+        sample i's choices; ``parameters`` says x is one group and gives its sample's (``GraphNet`` runs
+        the groups one after the other with ``relaxed_plan``'s parameters)."""
+        if parameters is not None:
+            return self._relaxed_forward(x, parameters)
         if self.relaxed:
-            return self._relaxed_forward(x)
+            samples = self.relaxed_samples()
+            given = self.sample_parameters(samples, scale=self.output_scale())
+            if samples == 1:
+                return self._relaxed_forward(x, given[0])
+            if x.shape[0] % samples:
+                raise ValueError(f"a batch of {x.shape[0]} does not split into {samples} equal sample groups")
+            return torch.cat([self._relaxed_forward(group, p) for group, p in zip(x.chunk(samples), given)])
         out = self._apply_weight(x, self.compressed_weight())
         if self.batchnorm is not None:
             out = self.batchnorm(out)
@@ -244,25 +301,11 @@ class SearchableLayer(nn.Module):
             out = out * self._channel_view(width_mask(self.out_channels, self.width).to(out.dtype))
         return out
 
-    def _relaxed_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _relaxed_forward(self, x: torch.Tensor, parameters: SampleParameters) -> torch.Tensor:
         if self.batchnorm is not None:
             raise ValueError("fold BatchNorm before relaxed forwards: batch statistics would mix the samples")
-        weights = self._relaxed_weights()
-        samples = next(iter(self.relaxed.values())).shape[0]
-        if x.shape[0] % samples:
-            raise ValueError(f"a batch of {x.shape[0]} does not split into {samples} equal sample groups")
-        if weights.shape[0] == 1 and samples > 1:
-            weights = weights.expand(samples, *weights.shape[1:])
-        out = ACTIVATIONS[self.activation](self._apply_weights(x, weights))
-        if "width" in self.relaxed:
-            if self.width_option_masks is None:
-                self.width_option_masks = torch.stack([width_mask(self.out_channels, w) for w in self.width_options])
-            scale = self.relaxed["width"] @ self.width_option_masks.to(out.dtype)  # [S, C]: sum_k z_w[k] w_k
-            grouped = out.view(samples, -1, *out.shape[1:])
-            out = (grouped * scale.view(samples, 1, -1, *([1] * (out.dim() - 2)))).view_as(out)
-        elif self.width < 1.0:
-            out = out * self._channel_view(width_mask(self.out_channels, self.width).to(out.dtype))
-        return out
+        out = ACTIVATIONS[self.activation](self._apply_weight(x, parameters.weight, parameters.bias))
+        return out if parameters.scale is None else out * self._channel_view(parameters.scale)
 
     def fold_batchnorm(self) -> None:
         """Fold BN (with its running statistics) into theta and bias; outputs in eval mode are unchanged."""
@@ -283,11 +326,8 @@ class SearchableConv2d(SearchableLayer):
         self.kernel, self.stride = kernel, stride
         super().__init__(in_channels, out_channels, (out_channels, in_channels, kernel, kernel), **options)
 
-    def _apply_weight(self, x, weight):
-        return _conv_same(x, weight, self.bias, self.stride, groups=1)
-
-    def _apply_weights(self, x, weights):
-        return _grouped_conv_same(x, weights, self.bias, self.stride, groups=1)
+    def _apply_weight(self, x, weight, bias=None):
+        return _conv_same(x, weight, self.bias if bias is None else bias, self.stride, groups=1)
 
 
 class SearchableDepthwiseConv2d(SearchableLayer):
@@ -299,11 +339,8 @@ class SearchableDepthwiseConv2d(SearchableLayer):
         self.kernel, self.stride = kernel, stride
         super().__init__(channels, channels, (channels, 1, kernel, kernel), **options)
 
-    def _apply_weight(self, x, weight):
-        return _conv_same(x, weight, self.bias, self.stride, groups=self.out_channels)
-
-    def _apply_weights(self, x, weights):
-        return _grouped_conv_same(x, weights, self.bias, self.stride, groups=self.out_channels)
+    def _apply_weight(self, x, weight, bias=None):
+        return _conv_same(x, weight, self.bias if bias is None else bias, self.stride, groups=self.out_channels)
 
 
 class SearchableDense(SearchableLayer):
@@ -321,12 +358,8 @@ class SearchableDense(SearchableLayer):
     def _channel_view(self, vector):
         return vector.view(1, -1)
 
-    def _apply_weight(self, x, weight):
-        return F.linear(x, weight, self.bias)
-
-    def _apply_weights(self, x, weights):
-        grouped = x.view(weights.shape[0], -1, x.shape[-1])
-        return (torch.bmm(grouped, weights.transpose(1, 2)) + self.bias).view(x.shape[0], -1)
+    def _apply_weight(self, x, weight, bias=None):
+        return F.linear(x, weight, self.bias if bias is None else bias)
 
 
 def _conv_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int) -> torch.Tensor:
@@ -337,47 +370,3 @@ def _conv_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride
     if top == bottom and left == right:
         return F.conv2d(x, weight, bias, stride=stride, padding=(top, left), groups=groups)
     return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, stride=stride, groups=groups)
-
-
-def _grouped_conv_same(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, stride: int,
-                       groups: int) -> torch.Tensor:
-    """S convolutions in one: batch group i of x (S equal groups) is convolved with weights[i]. The
-    groups are moved into channels so one grouped convolution does all of them."""
-    samples = weights.shape[0]
-    if samples == 1:
-        return _conv_same(x, weights[0], bias, stride, groups)
-    per_group, channels, height, width = x.shape[0] // samples, *x.shape[1:]
-    stacked = x.view(samples, per_group, channels, height, width).transpose(0, 1).reshape(
-        per_group, samples * channels, height, width)
-    out = _conv_same(stacked, weights.reshape(-1, *weights.shape[2:]), bias.repeat(samples), stride,
-                     groups * samples)
-    return out.view(per_group, samples, -1, *out.shape[2:]).transpose(0, 1).reshape(x.shape[0], -1, *out.shape[2:])
-
-
-class Add(nn.Module):
-    """a + b, where b is a residual branch. ``gate`` ([S], relaxed) scales the branch per sample group:
-    z[block] * (a + f(a)) + z[identity] * a = a + z[block] * f(a) for a linear add."""
-
-    op = "add"
-
-    def __init__(self, activation: str = "none"):
-        super().__init__()
-        self.activation = activation
-        self.gate: torch.Tensor | None = None
-        self.shortcut_scale: torch.Tensor | None = None  # [S]: a search's dropout of the shortcut
-
-    def forward(self, a, b):
-        if self.shortcut_scale is not None:
-            samples = self.shortcut_scale.shape[0]
-            a = (a.view(samples, -1, *a.shape[1:]) * self.shortcut_scale.view(samples, *([1] * a.dim()))).view_as(a)
-        if self.gate is not None:
-            samples = self.gate.shape[0]
-            b = (b.view(samples, -1, *b.shape[1:]) * self.gate.view(samples, *([1] * b.dim()))).view_as(b)
-        return ACTIVATIONS[self.activation](a + b)
-
-
-class GlobalAveragePool(nn.Module):
-    op = "gap"
-
-    def forward(self, x):
-        return x.mean(dim=(2, 3))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from core.errors import UsageError
 from search.space.graph import GraphNet
-from search.space.layers import Add, GlobalAveragePool, SearchableConv2d, SearchableDense, SearchableDepthwiseConv2d
+from search.space.fixed_layers import Add, GlobalAveragePool
+from search.space.layers import SearchableConv2d, SearchableDense, SearchableDepthwiseConv2d
 
 
 class _Builder:

@@ -26,7 +26,7 @@ from core.errors import UsageError
 from search import cost
 from search.decisions import DecisionSpace
 from search.flash_cost import WeightEncoder
-from search.relaxation import exponential, linear, mixed_sample, project, ste_top_kappa
+from search.relaxation import exponential, linear, mixed_sample, projected_log_probabilities, ste_top_kappa
 from search.settings import DNAS_SETTINGS, UDC_QUICK, merged_settings
 from search.space import Add, GraphNet, SearchableLayer, make_supernet
 from search.strategy.base import Strategy
@@ -36,6 +36,7 @@ from search.strategy.emit import COST_KEYS, budget_meta, finish_candidate, recov
 from search.strategy.measured import (CALIBRATION_SEED, DeployedFigures, move_options, recalibrate, searched_budget,
                                       verify_measured)
 from search.strategy.pretrain import pretrain_state
+from search.strategy.relaxed_cost import RelaxedCost
 from search.strategy.uniform import MASK_INTERVAL, scaled_lr_groups, training_batches
 
 class UDCSearch(Strategy):
@@ -145,7 +146,7 @@ class UDCSearch(Strategy):
             log_pi = torch.stack([self.decisions[key].logits for key in keys])
             z = mixed_sample(log_pi.detach() if frozen else log_pi, tau, s["samples"] // self.world, vartheta, generator)
             z = ste_top_kappa(z, kappa)
-            samples.update((key, z[:, index]) for index, key in enumerate(keys))
+            samples.update(zip(keys, z.unbind(1)))  # one autograd node for the group, not one per key
         return samples
 
     def relax(self, model: GraphNet, z: dict[str, torch.Tensor]) -> None:
@@ -162,42 +163,19 @@ class UDCSearch(Strategy):
         model.relax(choices, gates)
 
     def relaxed_cost(self, model: GraphNet, z: dict[str, torch.Tensor]) -> torch.Tensor:
-        """E({z}) per sample, [S]: the cost model at the expected options sum_k z[k] option_k."""
-
-        def expected(key: str | None, default: float) -> torch.Tensor | float:
-            return self.decisions[key].expected(z[key]) if key in z else default
-
-        total = 0.0
-        for name, layer in model.layers.items():
-            if not isinstance(layer, SearchableLayer):
-                continue
-            source_key = self.width_keys[model.sources[name][0]]
-            width_in = expected(f"{source_key}:width", 1.0)
-            width_out = expected(f"{self.width_keys[name]}:width", 1.0)
-            if layer.op == "dwconv":
-                width_in = 1.0  # its channels are its input's: width_out already counts them
-            if self.budget.kind == "flash":
-                layer_cost = self.budget.flash_cost.relaxed_layer(
-                    name, layer, z.get(f"{name}:bits"), z.get(f"{name}:nonzero"), width_out, width_in)
-            elif self.budget.kind == "size":
-                layer_cost = cost.relaxed_layer_size_bits(
-                    layer.theta.numel(), expected(f"{name}:nonzero", layer.nonzero),
-                    expected(f"{name}:bits", layer.bits or 32), width_out, width_in)
-            else:
-                layer_cost = cost.relaxed_macs(self.budget.full_macs(layer, name), width_out, width_in)
-            if name in self.block_of:
-                layer_cost = layer_cost * expected(f"{self.block_of[name]}:op", 1.0)
-            total = total + layer_cost
-        if self.budget.kind == "flash":
-            total = total + self.budget.flash_cost.fixed()
-        return torch.as_tensor(total).reshape(-1)
+        """E({z}) per sample, [S]: the cost model at the expected options sum_k z[k] option_k
+        (``relaxed_cost.RelaxedCost``, built once for ``model``)."""
+        built = getattr(self, "_relaxed_cost", None)
+        if built is None or built[0] is not model or built[1] is not self.decisions:
+            built = self._relaxed_cost = (model, self.decisions,
+                                          RelaxedCost(model, self.decisions, self.width_keys, self.block_of, self.budget))
+        return built[2](z)
 
     @torch.no_grad()
     def project(self, xi: float) -> None:
         """pi <- P_S(pi) for every decision, all in one batched bisection."""
-        decisions = list(self.decisions.values())
-        for decision, projected in zip(decisions, project([d.probs() for d in decisions], xi)):
-            decision.logits.copy_(projected.clamp_min(torch.finfo(projected.dtype).tiny).log())
+        logits = [decision.logits for decision in self.decisions.values()]
+        torch._foreach_copy_(logits, projected_log_probabilities(logits, xi))
 
     def expected_z(self) -> dict[str, torch.Tensor]:
         """pi itself as a single 'sample': the expected options of eq. 6 (vanilla DNAS)."""
@@ -258,10 +236,10 @@ class UDCSearch(Strategy):
         samples, share = s["samples"], s["samples"] // self.world
         warmup_steps, search_steps = s["warmup_steps"] // samples, s["search_steps"] // samples
         total = warmup_steps + search_steps
-        # foreach: one multi-tensor update instead of ~10 small ops per parameter (a search has hundreds)
-        theta_optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]), foreach=True)
+        # fused: one kernel per parameter group instead of ~10 small ops per parameter (a search has hundreds)
+        theta_optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]), fused=True)
         theta_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(theta_optimizer, T_max=max(1, total))
-        pi_optimizer = torch.optim.Adam(self.decisions.parameters(), lr=s["pi_lr"], foreach=True)
+        pi_optimizer = torch.optim.Adam(self.decisions.parameters(), lr=s["pi_lr"], fused=True)
         parameters = [p for p in model.parameters() if p.requires_grad] + list(self.decisions.parameters())
         batches = training_batches(self.dataset, rng, total, s["batch_size"] * samples)
         progress = tqdm(batches, total=total, desc=f"{self.strategy} search", leave=False,

@@ -78,7 +78,7 @@ class ZurSearch(UDCSearch):
         rng = np.random.default_rng(s["seed"])
         configurations = s["zur_configurations"]
         steps = (s["warmup_steps"] + s["search_steps"]) // configurations
-        theta_optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]), foreach=True)
+        theta_optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]), fused=True)
         alpha_optimizer = torch.optim.Adam([bit_alpha, width_alpha], lr=s["zur_alpha_lr"])
         trials = torch.tensor([c - 1 for c in groups.values()], dtype=torch.float32)
         progress = tqdm(training_batches(self.dataset, rng, steps, s["batch_size"] * configurations), total=steps,

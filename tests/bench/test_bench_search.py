@@ -1,8 +1,10 @@
 """UDC search cost and quality, as ratios and comparisons measured in the same run.
 
 - One UDC search step with S MC samples against one plain training step of the same supernet at full
-  width on the same batch (S * 64 images): goal at most 2.0x, for S=1 and S=8 alike (the same images,
-  so per image too); S=8 also records its step against a plain step of 64 images.
+  width on the same batch (S * 64 images): goal at most 1.5x at S=1 and 2.0x at S=8 (the same images,
+  so per image too); S=8 also records its step against a plain step of 64 images. The plain step is one
+  batch as a training loop writes it; the search runs its S groups of 64 one after the other, which on
+  CPU is faster than one batch of S * 64.
 - Quality at a tight budget on Fashion-MNIST (slow: the quick main job's searches): records UDC's int8
   accuracy beside random search's (same compute) and the uniform candidate's nearest in size; it asserts
   no quality, only that both searches meet the budget.
@@ -27,7 +29,7 @@ from tests.bench.goals import assert_goal
 STEPS = 10
 BATCH = 64
 BUDGET_BYTES = 24000
-STEP_GOAL = 2.0
+STEP_GOALS = {1: 1.5, 8: 2.0}
 ROUNDS = 3
 
 
@@ -98,13 +100,10 @@ def test_udc_step_vs_plain_training_step(benchmark, setting, samples):
                                 ratios=[step / plain for plain, step in rounds],
                                 udc_step_vs_plain_step_of_one_sample_batch=step / plain_one_batch)
     print(f"\nUDC step S={samples} ({BATCH * samples} images): {step * 1e3:.1f} ms vs plain step on the same batch "
-          f"{plain * 1e3:.1f} ms = {ratio:.2f}x (goal <= {STEP_GOAL}x); vs a plain step of {BATCH} images "
+          f"{plain * 1e3:.1f} ms = {ratio:.2f}x (goal <= {STEP_GOALS[samples]}x); vs a plain step of {BATCH} images "
           f"{step / plain_one_batch:.2f}x")
     assert step > 0
-    # On 2 CPU cores this measures above its goal (S=1: 2.2-3.9x; S=8: up to 3.1x): the ~20 small autograd
-    # nodes per layer of the relaxation (quantizer options, masks, width and gate scales) cost about as much
-    # as the convolutions of this small supernet.
-    assert_goal(benchmark, ratio, STEP_GOAL)
+    assert_goal(benchmark, ratio, STEP_GOALS[samples])
 
 
 @pytest.mark.slow
