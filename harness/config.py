@@ -17,6 +17,7 @@ from core.errors import UsageError
 from core.budgets import parse_budgets
 from results.regress import METRICS
 from search.settings import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK, checked_settings, merged_settings
+from search import device
 from search.strategy import SEARCH_STRATEGIES
 
 _NUMBER = (int, float)
@@ -25,7 +26,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
             "strategies": (list, str), "budgets": (list, str), "ablation": (str,), "seeds": (int,)},
     "search": {"supernet": (str,), "bits": (list, int), "nonzero": (list, _NUMBER), "pretrain_epochs": (int,),
                "finetune_steps": (int,), "batch_size": (int,), "finetune_batch_size": (int,), "lr": (_NUMBER,), "finetune_lr": (_NUMBER,),
-               "anneal_fraction": (_NUMBER,), "seed": (int,)},
+               "anneal_fraction": (_NUMBER,), "seed": (int,), "device": (str,)},
     "measure": {"eval_samples": (int,), "calibration_samples": (int,), "allow_cpu_ops": (bool,),
                 "host_workers": (int,)},
     "vela": {"accelerator": (str,), "system_config": (str,), "memory_mode": (str,), "optimise": (str,)},
@@ -80,7 +81,12 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for layer in (PRESETS[preset], from_file, overrides):
         for section, values in layer.items():
             config[section].update(values)
-    udc = {"supernet": config["search"]["supernet"], "seed": config["search"]["seed"], **config["udc"]}
+    try:
+        device.check(config["search"]["device"])
+    except UsageError as error:
+        raise UsageError(f"{path or 'command line'}: [search] {error}") from None
+    udc = {"supernet": config["search"]["supernet"], "seed": config["search"]["seed"],
+           "device": config["search"]["device"], **config["udc"]}
     section = "udc"
     try:
         config["udc"] = merged_settings(udc, {"quick": UDC_QUICK, "full": UDC_FULL}[preset])

@@ -15,8 +15,15 @@ from pathlib import Path
 
 
 def training_key(*parts) -> str:
-    """12 hex digits of the SHA-256 of ``parts`` as canonical JSON."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    """12 hex digits of the SHA-256 of ``parts`` as canonical JSON. Where training ran (a settings dict's
+    ``device``) is not part of what it made: a CPU run and a GPU run of the same settings share the key."""
+    return hashlib.sha256(json.dumps([_placed_anywhere(part) for part in parts], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _placed_anywhere(part):
+    if isinstance(part, dict):
+        return {key: _placed_anywhere(value) for key, value in part.items() if key != "device"}
+    return part
 
 
 def pretrain_path(out_dir: Path, dataset_name: str, udc_settings: dict) -> Path:

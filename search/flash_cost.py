@@ -31,7 +31,7 @@ def _codes(values: np.ndarray) -> np.ndarray:
 
 def int8_codes(weight: torch.Tensor) -> np.ndarray:
     """A searchable layer's deployed weight (torch layout) as int8 codes, OHWI."""
-    codes = _codes(weight.detach().numpy())
+    codes = _codes(weight.detach().cpu().numpy())
     if codes.ndim == 2:  # dense [out, in]
         return codes.reshape(codes.shape[0], 1, 1, codes.shape[1])
     return np.ascontiguousarray(codes.transpose(0, 2, 3, 1))  # conv [out, in, k, k]; depthwise [c, 1, k, k]

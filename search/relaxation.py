@@ -222,7 +222,7 @@ class Decision(nn.Module):
 
     def expected(self, z: torch.Tensor) -> torch.Tensor:
         """sum_k z[k] * option_k: [S] for z [S, K]."""
-        return z @ self.values.to(z.dtype)
+        return z @ self.values.to(z)
 
     def extra_repr(self) -> str:
         return f"options={self.options}"

@@ -9,14 +9,16 @@ DNAS as ``DNAS_SETTINGS`` on top, random search and the peers share them); each 
 from __future__ import annotations
 
 from core.errors import UsageError
+from search import device
 
+# ``device``: where training runs (``search.device``: auto, cpu, cuda or cuda:N).
 # ``lr`` is Adam's peak rate for pretraining (one-cycle schedule); ``finetune_lr`` is relative: each
 # layer's Adam rate is finetune_lr * RMS(theta), cosine-decayed to 0 (see scaled_lr_groups).
 # QUICK: Fashion-MNIST, MBV2-style supernet, 2 CPU cores: pretraining + 9 candidates in about 4 minutes.
 QUICK = {"pretrain_epochs": 2, "finetune_steps": 360, "batch_size": 128, "finetune_batch_size": 32, "lr": 4e-3,
-         "finetune_lr": 3e-2, "anneal_fraction": 0.5}
+         "finetune_lr": 3e-2, "anneal_fraction": 0.5, "device": "auto"}
 FULL = {"pretrain_epochs": 15, "finetune_steps": 3000, "batch_size": 128, "finetune_batch_size": 64, "lr": 4e-3,
-        "finetune_lr": 1e-2, "anneal_fraction": 0.5}
+        "finetune_lr": 1e-2, "anneal_fraction": 0.5, "device": "auto"}
 
 # Step counts are for one MC sample: with S samples the search runs search_steps / S steps of
 # S * batch_size images, so S changes how the data is used, not how much.
@@ -34,7 +36,7 @@ UDC_QUICK = {
     "finetune_steps": 480, "finetune_batch_size": 64, "finetune_lr": 2e-2, "stage_fractions": [0.35, 0.4, 0.25],
     "quant_noise": 0.5, "qhat": True, "compare_number_format": True, "seed": 0,
     "lambda_sweep": [], "repair": True, "random_trials": 4, "validation_images": 2000,
-    "mac_compression": False,
+    "mac_compression": False, "device": "auto",
 }
 UDC_FULL = {
     **UDC_QUICK, "pretrain_epochs": 15, "warmup_steps": 4000, "search_steps": 16000, "samples": 4,
@@ -120,6 +122,7 @@ def _check_consistency(s: dict) -> None:
         kappa = s[f"kappa_{kind}"]
         if kappa is not None and kappa < 1:
             fail(f"kappa_{kind} must be >= 1 (or absent for all options), got {kappa}")
+    device.check(s["device"])
     if s["random_trials"] < 1:
         fail(f"random_trials must be >= 1, got {s['random_trials']}")
     if not 0.0 <= s["quant_noise"] <= 1.0:

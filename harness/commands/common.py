@@ -50,6 +50,8 @@ def training_options(parser: argparse.ArgumentParser, full_help: str) -> None:
     parser.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, synthetic")
     parser.add_argument("--data-path", help="dataset directory (CIFAR: the extracted python-pickle folder)")
     parser.add_argument("--supernet", help="mbv2 (default) or resnet")
+    parser.add_argument("--device", help="where pretraining, the searches and finetuning train: auto (default: the "
+                        "first CUDA GPU torch sees, else the CPU), cpu, cuda or cuda:N")
 
 
 def split_list(text: str | None) -> list[str] | None:

@@ -34,7 +34,7 @@ def main(args) -> int:
         "run": {"target": args.target, "dataset": args.dataset, "data_path": args.data_path, "preset": args.preset,
                 "out": str(args.out) if args.out else None, "budgets": args.budgets, "seeds": args.seeds,
                 "strategies": split_list(args.strategies), "ablation": args.ablation},
-        "search": {"supernet": args.supernet},
+        "search": {"supernet": args.supernet, "device": args.device}, "udc": {"device": args.device},
         "measure": {"eval_samples": args.eval_samples, "allow_cpu_ops": args.allow_cpu_ops},
         **target_overrides(args),
     }

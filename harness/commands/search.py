@@ -27,7 +27,8 @@ def add_parser(commands) -> None:
                         "zur (Zur et al.), unas (UNAS), neuralscale (NeuralScale)")
     training_options(parser, full_help="the long schedule")
     parser.add_argument("--processes", type=int, default=1,
-                        help="spread the MC samples over this many processes (torch.distributed, gloo)")
+                        help="spread the MC samples over this many processes (torch.distributed: NCCL, one GPU a "
+                        "process, with --device cuda; gloo on CPUs)")
 
 
 def main(args) -> int:
@@ -47,7 +48,8 @@ def main(args) -> int:
     limits = parse_budgets(args.budget) if args.budget is not None else {"macs": float(args.mac_budget)}
     config = load_config(args.config, {"run": {"dataset": args.dataset, "data_path": args.data_path,
                                                "preset": args.preset, "out": str(args.out) if args.out else None},
-                                       "search": {"supernet": args.supernet}})
+                                       "search": {"supernet": args.supernet, "device": args.device},
+                                       "udc": {"device": args.device}})
     candidate, searched, directory = search_job(config, args.strategy, limits, args.processes,
                                                 output_dir(args, config["run"]["out"]), args.quiet)
     meta = candidate.spec["meta"]

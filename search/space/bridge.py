@@ -74,7 +74,7 @@ def to_candidate(model: GraphNet, name: str, meta: dict | None = None) -> Candid
                      range=layer.deployed_range(), offset=layer.deployed_offset())
         layers.append(entry)
         weights[f"{layer_name}.weight"] = np.ascontiguousarray(sliced.transpose(_TO_KERAS[layer.op]))
-        weights[f"{layer_name}.bias"] = layer.bias.detach().numpy()[:kept_out].astype(np.float32)
+        weights[f"{layer_name}.bias"] = layer.bias.detach().cpu().numpy()[:kept_out].astype(np.float32)
     if kept[alias[layer_name]] != model.num_classes:
         raise ValueError(f"the output layer keeps {kept[layer_name]} of {model.num_classes} classes; give it width 1.0")
     spec = {"format": FORMAT, "name": name, "input_shape": list(model.input_shape), "num_classes": model.num_classes,
@@ -87,7 +87,7 @@ def to_candidate(model: GraphNet, name: str, meta: dict | None = None) -> Candid
 def _deployed_weight(layer: SearchableLayer) -> np.ndarray:
     if layer.nonzero < 1.0 and layer.mask is None:
         raise ValueError(f"a layer selects nonzero={layer.nonzero} but has no mask; call refresh_masks() first")
-    return layer.deployed_weight().numpy().astype(np.float32)
+    return layer.deployed_weight().cpu().numpy().astype(np.float32)
 
 
 def build_torch(candidate: Candidate) -> GraphNet:

@@ -171,7 +171,7 @@ class SearchableLayer(nn.Module):
     def pruning_boundary(self) -> torch.Tensor:
         """beta: the largest pruned |theta| of the kept slice (0 without a mask)."""
         if self.mask is None:
-            return torch.zeros((), dtype=self.theta.dtype)
+            return torch.zeros((), dtype=self.theta.dtype, device=self.theta.device)
         region = self.kept_slice()
         return (self.theta.detach()[region].abs() * (1 - self.mask[region])).max()
 
@@ -254,10 +254,11 @@ class SearchableLayer(nn.Module):
         selected width's mask below 1, None at full width."""
         if "width" in self.relaxed:
             if self.width_option_masks is None:
-                self.width_option_masks = torch.stack([width_mask(self.out_channels, w) for w in self.width_options])
-            return self.relaxed["width"] @ self.width_option_masks.to(self.theta.dtype)
+                self.width_option_masks = torch.stack([width_mask(self.out_channels, w)
+                                                       for w in self.width_options]).to(self.theta)
+            return self.relaxed["width"] @ self.width_option_masks
         if self.width < 1.0:
-            return width_mask(self.out_channels, self.width).to(self.theta.dtype).unsqueeze(0)
+            return width_mask(self.out_channels, self.width).to(self.theta).unsqueeze(0)
         return None
 
     def sample_parameters(self, samples: int, input_scale: torch.Tensor | None = None,
@@ -298,7 +299,7 @@ class SearchableLayer(nn.Module):
             out = self.batchnorm(out)
         out = ACTIVATIONS[self.activation](out)
         if self.width < 1.0:
-            out = out * self._channel_view(width_mask(self.out_channels, self.width).to(out.dtype))
+            out = out * self._channel_view(width_mask(self.out_channels, self.width).to(out))
         return out
 
     def _relaxed_forward(self, x: torch.Tensor, parameters: SampleParameters) -> torch.Tensor:

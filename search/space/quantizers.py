@@ -81,6 +81,6 @@ def quantize_offset(theta: torch.Tensor, bits: int, value_range: torch.Tensor,
 def best_range(values: torch.Tensor, bits: int) -> torch.Tensor:
     """The clip level minimising ||Q(values, b, r) - values||^2 over a grid of 40 fractions of max|values|."""
     with torch.no_grad():
-        trials = values.abs().max() * torch.linspace(0.05, 1.0, 40)
+        trials = values.abs().max() * torch.linspace(0.05, 1.0, 40, device=values.device)
         errors = torch.stack([(quantize(values, bits, r) - values).square().sum() for r in trials])
         return trials[torch.argmin(errors)]

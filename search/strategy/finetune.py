@@ -79,7 +79,7 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
 
     model.train()
     every, trajectory = max(1, steps // 20), [[0, norm_before]]
-    batches = training_batches(dataset, rng, steps, batch_size)
+    batches = training_batches(dataset, rng, steps, batch_size, next(model.parameters()).device)
     progress = tqdm(batches, total=steps, desc=description, leave=False, disable=True if quiet else None)
     for step, (images, labels) in enumerate(progress):
         in_stage_two = step - first

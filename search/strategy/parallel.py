@@ -1,8 +1,9 @@
 """A search with its Monte-Carlo samples spread over processes (the UDC paper's Sec. 4: each process runs its
 own samples and gradient; the gradients are averaged, so every process takes the same step).
 
-Processes talk through ``torch.distributed``: gloo on CPUs, as here; the pretraining runs once,
-before the processes start, and only the first process finetunes and writes the candidate.
+Processes talk through ``torch.distributed``: NCCL when the search runs on GPUs (process i on GPU i of
+``device``), gloo on CPUs; the pretraining runs once, before the processes start, and only the first
+process finetunes and writes the candidate.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from core import candidate as candidate_io
 from core.candidate import Candidate
 from core.data import Dataset
 from core.errors import UsageError
+from search.device import process_device
 from search.settings import merged_settings
 from search.strategy.pretrain import pretrain_state
 from search.strategy.udc import UDCSearch
@@ -31,6 +33,7 @@ def search_in_processes(processes: int, dataset: Dataset, budget_bytes: float | 
     if processes < 1 or merged["samples"] % processes:
         raise UsageError(f"--processes {processes} must divide the MC samples ({merged['samples']}); "
                          f"set search.samples to a multiple of it")
+    process_device(merged["device"], processes - 1)  # a GPU for every process, or one line saying what torch sees
     state = pretrained if pretrained is not None else pretrain_state(dataset, merged, quiet)
     with tempfile.TemporaryDirectory(prefix="udc-processes-") as workdir:
         arguments = (processes, workdir, dataset, budget_bytes, macs, settings, vanilla, quiet, state, options)
@@ -43,7 +46,11 @@ def search_in_processes(processes: int, dataset: Dataset, budget_bytes: float | 
 def _worker(rank: int, processes: int, workdir: str, dataset: Dataset, budget_bytes, macs, settings, vanilla, quiet,
             state, options) -> None:
     torch.set_num_threads(1)  # one core per process
-    dist.init_process_group("gloo", init_method=f"file://{workdir}/rendezvous", rank=rank, world_size=processes)
+    on = process_device(merged_settings(settings)["device"], rank)
+    if on.type == "cuda":
+        torch.cuda.set_device(on)
+    dist.init_process_group("nccl" if on.type == "cuda" else "gloo", init_method=f"file://{workdir}/rendezvous",
+                            rank=rank, world_size=processes)
     try:
         search = UDCSearch(dataset, budget_bytes, macs, settings, vanilla=vanilla, quiet=quiet, pretrained=state,
                            **options)

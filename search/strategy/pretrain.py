@@ -19,4 +19,4 @@ def pretrain_state(dataset: Dataset, settings: dict, quiet: bool = False) -> dic
     s = settings
     return UniformCompression(
         dataset, s["supernet"], bits=s["bit_options"], nonzero=s["nonzero_options"], pretrain_epochs=s["pretrain_epochs"],
-        batch_size=s["pretrain_batch_size"], lr=s["pretrain_lr"], seed=s["seed"], quiet=quiet).pretrain()
+        batch_size=s["pretrain_batch_size"], lr=s["pretrain_lr"], seed=s["seed"], quiet=quiet, device=s["device"]).pretrain()

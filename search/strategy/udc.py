@@ -25,6 +25,7 @@ from core.data import Dataset
 from core.errors import UsageError
 from search import cost
 from search.decisions import DecisionSpace
+from search.device import process_device
 from search.flash_cost import WeightEncoder
 from search.relaxation import exponential, linear, mixed_sample, projected_log_probabilities, ste_top_kappa
 from search.settings import DNAS_SETTINGS, UDC_QUICK, merged_settings
@@ -61,6 +62,12 @@ class UDCSearch(Strategy):
             self.settings.update(DNAS_SETTINGS)
         self.strategy = "dnas" if vanilla else "udc"
         self.dataset, self.quiet, self.pretrained = dataset, quiet, pretrained
+        self.rank, self.world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if self.settings["samples"] % self.world:
+            raise UsageError(f"samples={self.settings['samples']} must be a multiple of the {self.world} processes")
+        self.device = process_device(self.settings["device"], self.rank)  # the network's; decisions stay on the CPU
         self.limits = budget_limits(budgets, budget_bytes, macs)
         self.deployed_figures = deployed_figures
         self.fixed = self._fixed_options(searched_kind(self.limits) == "macs")
@@ -70,11 +77,6 @@ class UDCSearch(Strategy):
         self.minimum, self.maximum = cost_range(self.model, self.budget)
         check_range(self.budget, self.minimum, self.maximum, self.settings["supernet"])
         self.timings: dict[str, float] = {}
-        self.rank, self.world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        if self.settings["samples"] % self.world:
-            raise UsageError(f"samples={self.settings['samples']} must be a multiple of the {self.world} processes")
 
     def _calibration_supernet(self) -> GraphNet:
         """The supernet at one fixed initialisation, whatever the search's seed, so its calibration compiles are
@@ -188,14 +190,15 @@ class UDCSearch(Strategy):
         return task + size_weight * cost.size_penalty(relaxed, self.budget.limit), relaxed
 
     def _average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
-        """All processes end the step with the mean gradient over all S samples (one all-reduce)."""
+        """All processes end the step with the mean gradient over all S samples (one all-reduce, on the
+        network's device: NCCL reduces GPU tensors, gloo CPU ones; the decisions' gradients travel with it)."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = torch.cat([g.reshape(-1).to(self.device) for g in grads])
         torch.distributed.all_reduce(flat)
         flat /= self.world
         offset = 0
         for parameter, grad in zip(parameters, grads):
-            parameter.grad = flat[offset:offset + grad.numel()].view_as(grad)
+            parameter.grad = flat[offset:offset + grad.numel()].view_as(grad).to(grad.device)
             offset += grad.numel()
 
     # -- the search
@@ -222,7 +225,7 @@ class UDCSearch(Strategy):
 
     def _search_once(self, size_weight: float) -> GraphNet:
         s = self.settings
-        model = self._folded_supernet(pretrained=True)
+        model = self._folded_supernet(pretrained=True).to(self.device)
         started = time.perf_counter()
         self._build_decisions(model)
         for layer in model.searchable_layers():
@@ -241,7 +244,7 @@ class UDCSearch(Strategy):
         theta_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(theta_optimizer, T_max=max(1, total))
         pi_optimizer = torch.optim.Adam(self.decisions.parameters(), lr=s["pi_lr"], fused=True)
         parameters = [p for p in model.parameters() if p.requires_grad] + list(self.decisions.parameters())
-        batches = training_batches(self.dataset, rng, total, s["batch_size"] * samples)
+        batches = training_batches(self.dataset, rng, total, s["batch_size"] * samples, self.device)
         progress = tqdm(batches, total=total, desc=f"{self.strategy} search", leave=False,
                         disable=True if self.quiet or self.rank > 0 else None)
         model.train()
@@ -257,7 +260,7 @@ class UDCSearch(Strategy):
                 for layer in model.searchable_layers():
                     layer.refresh_option_masks()
             z = self.sample(phase, warming_up, generator)
-            self.relax(model, z)
+            self.relax(model, {key: value.to(self.device) for key, value in z.items()})
             task = F.cross_entropy(model(images), labels)
             loss, relaxed = task, None
             if not warming_up:

@@ -117,7 +117,8 @@ class UNASSearch(UDCSearch):
         for name, layer in model.layers.items():  # skip-connection dropout on the identity option
             if isinstance(layer, Add) and f"{name}:op" in z:
                 identity = z[f"{name}:op"][:, 1]
-                kept = torch.rand(identity.shape, generator=self.dropout_generator) >= self.settings["unas_skip_dropout"]
+                kept = (torch.rand(identity.shape, generator=self.dropout_generator)
+                        >= self.settings["unas_skip_dropout"]).to(identity.device)
                 layer.shortcut_scale = 1.0 - identity * (~kept).to(identity.dtype)
 
     def enforce_budget(self, model: GraphNet) -> dict:

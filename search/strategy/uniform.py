@@ -18,6 +18,7 @@ from tqdm import tqdm
 from core.candidate import Candidate
 from core.data import Dataset
 from core.errors import UsageError
+from search.device import resolve as resolve_device
 from search.settings import QUICK
 from search.space import SUPERNETS, GraphNet, build_torch, make_supernet, to_candidate
 
@@ -31,14 +32,14 @@ def candidate_name(supernet: str, bits: int, nonzero: float) -> str:
 
 
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on NHWC images ``x`` with labels ``y``."""
+    """Top-1 accuracy of ``model`` (on its device) on NHWC images ``x`` with labels ``y``."""
     was_training = model.training
     model.eval()
-    correct = 0
+    correct, on = 0, next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            logits = model(torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])))
-            correct += int((logits.argmax(dim=1).numpy() == y[start:start + batch_size]).sum())
+            logits = model(torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(on))
+            correct += int((logits.argmax(dim=1).cpu().numpy() == y[start:start + batch_size]).sum())
     model.train(was_training)
     return correct / len(x)
 
@@ -56,7 +57,8 @@ class UniformCompression:
                  finetune_steps: int = QUICK["finetune_steps"], batch_size: int = QUICK["batch_size"],
                  finetune_batch_size: int = QUICK["finetune_batch_size"],
                  lr: float = QUICK["lr"], finetune_lr: float = QUICK["finetune_lr"],
-                 anneal_fraction: float = QUICK["anneal_fraction"], seed: int = 0, quiet: bool = False):
+                 anneal_fraction: float = QUICK["anneal_fraction"], seed: int = 0, quiet: bool = False,
+                 device: str = QUICK["device"]):
         if supernet not in SUPERNETS:
             raise UsageError(f"unknown supernet {supernet!r}; choose one of {', '.join(SUPERNETS)}")
         bad_bits = [b for b in bits if not (isinstance(b, int) and 1 <= b <= 8)]
@@ -73,6 +75,7 @@ class UniformCompression:
         self.batch_size, self.finetune_batch_size = batch_size, finetune_batch_size
         self.lr, self.finetune_lr = lr, finetune_lr
         self.anneal_fraction, self.seed, self.quiet = anneal_fraction, seed, quiet
+        self.device = resolve_device(device)
         torch.set_num_threads(os.cpu_count() or 1)
 
     def settings(self) -> dict:
@@ -99,14 +102,14 @@ class UniformCompression:
         key a cache on those."""
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        model = self._new_supernet(batchnorm=True)
+        model = self._new_supernet(batchnorm=True).to(self.device)
         total_steps = int(self.pretrain_epochs * (len(self.dataset.x_train) // self.batch_size))
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=max(1, total_steps))
         self._train(model, self._batches(rng, total_steps, self.batch_size), optimizer, schedule, total_steps,
                     f"pretrain {self.supernet}")
         model.fold_batchnorm()
-        return model.state_dict()
+        return {name: value.cpu() for name, value in model.state_dict().items()}
 
     def folded_supernet(self, state: dict[str, torch.Tensor]) -> GraphNet:
         """The BN-free supernet holding a state dict returned by ``pretrain``."""
@@ -119,7 +122,7 @@ class UniformCompression:
         seed = int(np.random.SeedSequence([self.seed, bits, round(nonzero * 1000)]).generate_state(1)[0])
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        model = copy.deepcopy(folded_model)
+        model = copy.deepcopy(folded_model).to(self.device)
         model.select(bits=bits, nonzero=nonzero)
         model.init_ranges()
         steps = self.finetune_steps
@@ -159,7 +162,7 @@ class UniformCompression:
 
     def _batches(self, rng: np.random.Generator, steps: int,
                  batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return training_batches(self.dataset, rng, steps, batch_size)
+        return training_batches(self.dataset, rng, steps, batch_size, self.device)
 
     def _train(self, model, batches, optimizer, schedule, total_steps: int, description: str,
                before_step=lambda step: None) -> None:
@@ -182,9 +185,10 @@ def training_step(model, optimizer, schedule, images, labels, progress, step: in
         progress.set_postfix(loss=f"{loss.item():.3f}")
 
 
-def training_batches(dataset: Dataset, rng: np.random.Generator, steps: int,
-                     batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``steps`` shuffled batches, reshuffling at every pass over the training set (last partial batch dropped)."""
+def training_batches(dataset: Dataset, rng: np.random.Generator, steps: int, batch_size: int,
+                     device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` shuffled batches, reshuffling at every pass over the training set (last partial batch dropped),
+    on ``device`` (default: the CPU)."""
     x, y = dataset.x_train, dataset.y_train
     per_pass = len(x) // batch_size
     if per_pass == 0:
@@ -194,7 +198,8 @@ def training_batches(dataset: Dataset, rng: np.random.Generator, steps: int,
         order = rng.permutation(len(x))
         for index in np.array_split(order[:per_pass * batch_size], per_pass)[:steps - produced]:
             produced += 1
-            yield torch.from_numpy(x[index]), torch.from_numpy(y[index])
+            images, labels = torch.from_numpy(x[index]), torch.from_numpy(y[index])
+            yield (images, labels) if device is None else (images.to(device), labels.to(device))
 
 
 def pruning_schedule(final: float, anneal_steps: int):
