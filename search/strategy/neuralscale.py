@@ -147,7 +147,7 @@ class NeuralScaleSearch(UDCSearch):
         s = self.settings
         select_configuration(model, self._configuration(model, widths))
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=s["theta_lr"] * 0.1)
+        optimizer = torch.optim.Adam(model.parameters(), lr=s["theta_lr"] * 0.1, fused=True)
         for images, labels in training_batches(self.dataset, rng, s["neuralscale_train_steps"], s["batch_size"]):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(images), labels).backward()

@@ -104,7 +104,7 @@ class UniformCompression:
         rng = np.random.default_rng(self.seed)
         model = self._new_supernet(batchnorm=True).to(self.device)
         total_steps = int(self.pretrain_epochs * (len(self.dataset.x_train) // self.batch_size))
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr, fused=True)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=max(1, total_steps))
         self._train(model, self._batches(rng, total_steps, self.batch_size), optimizer, schedule, total_steps,
                     f"pretrain {self.supernet}")
@@ -129,7 +129,7 @@ class UniformCompression:
         anneal_steps = int(self.anneal_fraction * steps)
         keep_at = pruning_schedule(nonzero, anneal_steps)
         model.refresh_masks(keep_at(0))
-        optimizer = torch.optim.Adam(scaled_lr_groups(model, self.finetune_lr))
+        optimizer = torch.optim.Adam(scaled_lr_groups(model, self.finetune_lr), fused=True)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
 
         def refresh_masks(step: int) -> None:
