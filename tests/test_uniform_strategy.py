@@ -87,6 +87,9 @@ def test_bad_settings_are_usage_errors(dataset, arguments, message):
 
 
 def test_presets_name_every_setting(dataset):
+    """Every preset key is a recorded training setting, but for the device: where training runs is not what
+    it makes (and stays out of the settings a cache is keyed on)."""
     for preset in (QUICK, FULL):
         settings = UniformCompression(dataset, quiet=True, **preset).settings()
-        assert {k: settings[k] for k in preset} == preset
+        assert "device" not in settings
+        assert {k: settings[k] for k in preset if k != "device"} == {k: v for k, v in preset.items() if k != "device"}
