@@ -13,6 +13,7 @@ from torch import nn
 from search.space import relaxed_plan
 from search.space.fixed_layers import Add
 from search.space.layers import SearchableConv2d, SearchableDepthwiseConv2d, SearchableLayer
+from search.space.relaxed_weight import sample_groups
 
 class GraphNet(nn.Module):
     """Named layers in execution order; ``sources[name]`` lists the outputs a layer reads ("input" = the image)."""
@@ -46,12 +47,11 @@ class GraphNet(nn.Module):
         if not relaxed_plan.is_relaxed(self):
             return self._forward(images, None, {}, set())
         samples = relaxed_plan.relaxed_samples(self)
-        if images.shape[0] % samples:
-            raise ValueError(f"a batch of {images.shape[0]} does not split into {samples} equal sample groups")
+        groups = sample_groups(images, samples)
         parameters, gated = relaxed_plan.sample_parameters(self, samples)
         if samples == 1:
             return self._forward(images, 0, parameters, gated)
-        return torch.cat([self._forward(group, i, parameters, gated) for i, group in enumerate(images.chunk(samples))])
+        return torch.cat([self._forward(group, i, parameters, gated) for i, group in enumerate(groups)])
 
     def _forward(self, images: torch.Tensor, sample: int | None, parameters: dict, gated: set[str]) -> torch.Tensor:
         outputs = {"input": images}

@@ -15,7 +15,8 @@ from torch import nn
 
 from search.space.masks import kept_count, magnitude_mask, width_mask
 from search.space.quantizers import MIN_RANGE, best_range, quantize, quantize_offset
-from search.space.relaxed_weight import SampleParameters, WeightInputs, per_sample, quantizer_levels, relaxed_weights
+from search.space.relaxed_weight import (SampleParameters, WeightInputs, per_sample, quantizer_levels, relaxed_weights,
+                                         sample_groups)
 
 ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "relu6": F.relu6}
 
@@ -291,9 +292,7 @@ class SearchableLayer(nn.Module):
             given = self.sample_parameters(samples, scale=self.output_scale())
             if samples == 1:
                 return self._relaxed_forward(x, given[0])
-            if x.shape[0] % samples:
-                raise ValueError(f"a batch of {x.shape[0]} does not split into {samples} equal sample groups")
-            return torch.cat([self._relaxed_forward(group, p) for group, p in zip(x.chunk(samples), given)])
+            return torch.cat([self._relaxed_forward(group, p) for group, p in zip(sample_groups(x, samples), given)])
         out = self._apply_weight(x, self.compressed_weight())
         if self.batchnorm is not None:
             out = self.batchnorm(out)

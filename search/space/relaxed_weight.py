@@ -141,6 +141,13 @@ def relaxed_weights(layers: list[WeightInputs]) -> list[torch.Tensor]:
     return [part.reshape(-1, *p.theta.shape) for part, p in zip(weights.split(sizes, dim=1), layers)]
 
 
+def sample_groups(batch: torch.Tensor, samples: int) -> tuple[torch.Tensor, ...]:
+    """A relaxed batch's S equal groups of images, group i for sample i; a batch that does not split is an error."""
+    if batch.shape[0] % samples:
+        raise ValueError(f"a batch of {batch.shape[0]} does not split into {samples} equal sample groups")
+    return batch.chunk(samples)
+
+
 class SampleParameters(NamedTuple):
     """A relaxed layer's parameters for one sample: its weight and bias, and the per-channel scale its output
     is multiplied by after the activation (None: nothing to multiply, or a width scale taken elsewhere)."""
