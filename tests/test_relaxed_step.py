@@ -200,3 +200,47 @@ def test_projected_log_probabilities_are_the_log_of_the_projected_softmax():
     for g, w, l in zip(got, want, logits):
         assert g.shape == l.shape and g.dtype == l.dtype
         torch.testing.assert_close(g.double().exp(), w, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("samples", [1, 2])
+def test_a_relaxed_block_after_a_relu_mixes_the_two_options_outputs(samples):
+    """The ResNet supernet's adds end in a ReLU: a relaxed depth decision is z[block] * relu(a + f(a)) +
+    z[identity] * a, the mixture of the block's output and the identity's (not relu(a + z f(a))). Checked
+    on every add of the network, inside its relaxed forward, per sample group."""
+    model, _ = relaxed_supernet("resnet", samples, seed=5)
+    seen = {}
+    for block in model.blocks:
+        assert model.layers[block].activation == "relu"
+        model.layers[block].register_forward_hook(
+            lambda module, inputs, output, block=block: seen.setdefault(block, []).append((inputs, output)))
+    images = torch.rand(3 * samples, 28, 28, 1, generator=torch.Generator().manual_seed(6))
+    model(images)
+    assert set(seen) == set(model.blocks) and model.blocks
+    for block, calls in seen.items():
+        gate = model.layers[block].gate.detach()
+        assert len(calls) == samples  # one call per sample group
+        for index, ((a, b), output) in enumerate(calls):
+            g = gate[index]
+            want = g * F.relu(a + b) + (1 - g) * a
+            torch.testing.assert_close(output, want, rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(output, F.relu(a + g * b), atol=1e-4)
+
+
+def test_a_linear_add_keeps_its_gate_on_the_branch_and_unas_dropout_keeps_the_mixture():
+    """A linear add (MobileNetV2's) relaxes to a + z f(a), the same mixture; the shortcut's dropout during
+    a search removes only the identity option's share, after a ReLU too."""
+    from search.space.fixed_layers import Add
+
+    a = torch.rand(2, 3, 4, 4) - 0.2
+    b = torch.randn(2, 3, 4, 4)
+    gate = torch.tensor([0.3, 0.8])
+    linear = Add("none")
+    linear.gate = gate
+    want = torch.stack([g * (a[i] + b[i]) + (1 - g) * a[i] for i, g in enumerate(gate)])
+    torch.testing.assert_close(linear(a, b), want)
+    relu = Add("relu")
+    relu.gate = gate
+    relu.shortcut_scale = 1.0 - (1.0 - gate) * torch.tensor([1.0, 0.0])  # sample 0's shortcut dropped
+    got = relu(a, b)
+    torch.testing.assert_close(got[0], gate[0] * F.relu(a[0] + b[0]))
+    torch.testing.assert_close(got[1], gate[1] * F.relu(a[1] + b[1]) + (1 - gate[1]) * a[1])

@@ -10,8 +10,13 @@ from search.space.layers import ACTIVATIONS
 
 
 class Add(nn.Module):
-    """a + b, where b is a residual branch. ``gate`` ([S], relaxed) scales the branch per sample group:
-    z[block] * (a + f(a)) + z[identity] * a = a + z[block] * f(a) for a linear add."""
+    """a + b, where b is a residual branch, then the activation. A depth decision's ``gate`` ([S], relaxed:
+    z[block] per sample group) mixes the two options' outputs, as the UDC paper relaxes a choice between
+    operators: z[block] * act(a + f(a)) + z[identity] * a. For a linear add that is a + z[block] * f(a),
+    which the plan may fold into the branch's weights (``gated``); after a ReLU it is not.
+
+    ``shortcut_scale`` ([S]): a search's dropout of the shortcut, the identity option's path. With a gate it
+    is z[block] + z[identity] * kept (kept 0 or 1), so z[identity] * kept = shortcut_scale - gate."""
 
     op = "add"
 
@@ -19,7 +24,7 @@ class Add(nn.Module):
         super().__init__()
         self.activation = activation
         self.gate: torch.Tensor | None = None
-        self.shortcut_scale: torch.Tensor | None = None  # [S]: a search's dropout of the shortcut
+        self.shortcut_scale: torch.Tensor | None = None
 
     def relaxed_samples(self) -> int:
         return max((scale.shape[0] for scale in (self.gate, self.shortcut_scale) if scale is not None), default=1)
@@ -27,8 +32,14 @@ class Add(nn.Module):
     def forward(self, a, b, sample: int | None = None, gated: bool = False):
         """``sample`` = i: a and b are sample group i alone (see ``SearchableLayer.forward``); ``gated``: the
         branch b comes with the gate already applied (``relaxed_plan`` moves it into the branch's weights)."""
-        branch = b if gated else _scaled(b, self.gate, sample)
-        return ACTIVATIONS[self.activation](_scaled(a, self.shortcut_scale, sample) + branch)
+        activation = ACTIVATIONS[self.activation]
+        shortcut = _scaled(a, self.shortcut_scale, sample)
+        if self.gate is None or gated:
+            return activation(shortcut + b)
+        if self.activation == "none":
+            return shortcut + _scaled(b, self.gate, sample)
+        kept = 1.0 if self.shortcut_scale is None else self.shortcut_scale
+        return _scaled(activation(a + b), self.gate, sample) + _scaled(a, kept - self.gate, sample)
 
 
 def _row(per_sample: torch.Tensor, sample: int | None) -> torch.Tensor:

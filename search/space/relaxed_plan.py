@@ -9,7 +9,8 @@ and backward. Both move onto the weights (a few thousand numbers) without changi
   pool, which averages each channel), each reader multiplies its weight's input channels by the scale,
   as a convolution is linear in each input channel (zero padding included);
 - onto the layer's own weight and bias: when it has no activation (a projection), so the output is linear
-  in them; a block's gate too, when such a layer is the branch and the add its only reader.
+  in them; a block's gate too, when such a layer is the branch, the add its only reader and the add
+  linear (after a ReLU the gate mixes the two options' outputs, ``fixed_layers.Add``).
 
 Everything else keeps its multiplier on the output (``SampleParameters.scale``).
 """
@@ -59,7 +60,7 @@ def sample_parameters(net, samples: int) -> tuple[dict[str, list[SampleParameter
     gated = set()
     for name, layer in net.layers.items():
         branch = net.sources[name][-1]
-        if (isinstance(layer, Add) and layer.gate is not None and branch in relaxed
+        if (isinstance(layer, Add) and layer.gate is not None and layer.activation == "none" and branch in relaxed
                 and relaxed[branch].activation == "none" and readers[branch] == [name]):
             gate = layer.gate.unsqueeze(1)  # [S, 1]: every channel of the branch
             factor[branch] = gate if branch not in factor else factor[branch] * gate
