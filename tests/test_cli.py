@@ -163,12 +163,15 @@ def test_unknown_flag_and_bad_config(capsys, tmp_path):
 
 
 def test_tables_table2_writes_markdown_and_csv(capsys, tmp_path):
-    code, stdout, _ = run_cli(capsys, "tables", "--only", "table2", "--out", tmp_path)
+    code, stdout, _ = run_cli(capsys, "tables", "--only", "table2", "--seeds", "2", "--out", tmp_path)
     assert code == 0
-    assert "| 0.66 |" in stdout and "(paper 0.04)" in stdout
+    assert "| 0.66 |" in stdout and "(paper 0.04)" in stdout and "over 2 seeds" in stdout
     rows = (tmp_path / "tables" / "table2.csv").read_text().splitlines()
-    assert rows[0] == "tau,setting,xi,vartheta,L_E,paper" and len(rows) == 9
+    assert rows[0] == "tau,setting,xi,vartheta,L_E,paper,L_E_sd,L_E_seeds" and len(rows) == 9
+    assert len(rows[1].split(",")[-1].split()) == 2  # both seeds' values
     assert (tmp_path / "tables" / "table2.md").read_text().strip() == stdout.strip()
+    code, _, err = run_cli(capsys, "tables", "--only", "table2", "--seeds", "0", "--out", tmp_path)
+    _assert_one_line_error(code, err, 2, "--seeds must be at least 1")
 
 
 def test_search_writes_searched_and_deployed_candidates_under_budget(capsys, tmp_path):

@@ -29,7 +29,7 @@ def test_missing_runs_name_the_command_and_cited_rows_stay_marked(tmp_path):
     assert "python -m harness run --ablation table3" in tables["table3"].markdown()
     assert "python -m harness run --dataset cifar100" in tables["table6"].markdown()
     assert all(row[1].startswith("cited:") for row in tables["table6"].rows)
-    assert "| 0.66 | 0.036 (paper 0.04)" in tables["table2"].markdown()
+    assert f"| 0.66 | {computed[0]['L_E']:.3f} (paper 0.04)" in tables["table2"].markdown()
     paths = tables["table4"].write(tmp_path)
     assert paths[1].read_text().splitlines()[0].startswith("model,source,original")
 
@@ -54,3 +54,16 @@ def test_table4_takes_the_latest_of_repeated_measurements_and_vela_weights_on_fi
         ["net [aaaaaaaa]", "ours, vela (KB)", "2.00 (2.00x)"],
         ["net [bbbbbbbb]", "ours, vela (KB)", "2.40 (1.67x)"],
         ["net [aaaaaaaa]", "ours, corstone300, encoded weights (KB)", "1.50 (2.67x)"]]
+
+
+def test_table6_sets_our_compressed_size_beside_the_papers_with_flash_apart():
+    """The paper's Table 6 sizes are compressed sizes (the eq. 4 bound with the mask range-coded), not
+    Flash: ours are given in the same metric, and Vela's Flash in a column of its own."""
+    row = {"status": "ok", "candidate_name": "udc-cifar", "strategy": "udc", "accuracy_int8": 0.7, "target": "vela",
+           "extra": {"dataset": "cifar100"}, "coded_mask_bytes": 553_000, "flash_bytes": 700_000}
+    table = paper_tables([row])[2]
+    assert table.name == "table6"
+    assert table.headers[3].startswith("compressed size MB") and table.headers[4] == "Vela Flash MB"
+    ours, first_cited = table.rows[0], table.rows[1]
+    assert ours[2:] == ["70.00", "0.553", "0.700"]
+    assert first_cited == ["UDC", "cited: the UDC paper", "79.24", "0.553", "—"]
