@@ -3,7 +3,8 @@
 Every key is listed in ``SCHEMA`` with its type; an unknown section or key, or a value of the
 wrong type, is a UsageError naming it. ``[search]`` holds the uniform sweep's settings, ``[udc]``
 the searches' (every key of ``search.settings.UDC_QUICK``, checked there). Presets (``quick``,
-``full``) fill the training and evaluation settings the file leaves out.
+``full``, scaled to CPUs; ``paper``, the UDC paper's recipe) fill the training and evaluation settings the
+file leaves out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from core.errors import UsageError
 from core.budgets import parse_budgets
 from results.regress import METRICS
-from search.settings import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK, checked_settings, merged_settings
+from search.settings import (FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_PAPER, UDC_QUICK, checked_settings,
+                             merged_settings)
 from search import device
 from search.strategy import SEARCH_STRATEGIES
 
@@ -64,7 +66,12 @@ DEFAULTS: dict[str, dict] = {
 FREE_SECTIONS = ("udc", *PEER_SECTIONS)  # keys checked by their owner (search.settings)
 
 # Test images per preset; the training settings of a preset are the strategy's own (search.settings).
-PRESETS = {"quick": {"measure": {"eval_samples": 2000}}, "full": {"measure": {"eval_samples": 0}}}
+PRESETS = {"quick": {"measure": {"eval_samples": 2000}}, "full": {"measure": {"eval_samples": 0}},
+           "paper": {"measure": {"eval_samples": 0}}}
+# The uniform sweep's training and the searches' settings per preset: quick and full are scaled to CPUs,
+# paper is the UDC paper's recipe (search.settings.UDC_PAPER).
+SWEEP_SETTINGS = {"quick": QUICK, "full": FULL, "paper": FULL}
+SEARCH_SETTINGS = {"quick": UDC_QUICK, "full": UDC_FULL, "paper": UDC_PAPER}
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
@@ -77,7 +84,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     config = copy.deepcopy(DEFAULTS)
-    config["search"].update({"quick": QUICK, "full": FULL}[preset])
+    config["search"].update(SWEEP_SETTINGS[preset])
     for layer in (PRESETS[preset], from_file, overrides):
         for section, values in layer.items():
             config[section].update(values)
@@ -89,7 +96,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
            "device": config["search"]["device"], **config["udc"]}
     section = "udc"
     try:
-        config["udc"] = merged_settings(udc, {"quick": UDC_QUICK, "full": UDC_FULL}[preset])
+        config["udc"] = merged_settings(udc, SEARCH_SETTINGS[preset])
         for peer in PEER_SECTIONS:
             section = peer
             config[peer] = checked_settings(config[peer], PEER_DEFAULTS[peer])

@@ -37,14 +37,32 @@ UDC_QUICK = {
     "quant_noise": 0.5, "qhat": True, "compare_number_format": True, "seed": 0,
     "lambda_sweep": [], "repair": True, "random_trials": 4, "validation_images": 2000,
     "mac_compression": False, "device": "auto",
+    "optimizer": "adam", "weight_decay": 0.0, "lr_schedule": "one-cosine", "final_lr_fraction": 1e-2,
+    "restart_steps": 0, "augment": "none",
 }
 UDC_FULL = {
     **UDC_QUICK, "pretrain_epochs": 15, "warmup_steps": 4000, "search_steps": 16000, "samples": 4,
     "pi_lr": 1e-3, "finetune_steps": 12000, "finetune_lr": 1e-2,
 }
+# UDC_PAPER: the UDC paper's CIFAR100 recipe (appendix E), for GPUs (32 MC samples: about 100x UDC_FULL's
+# compute). Epochs are CIFAR's 50,000 training images at batch 64 (781 steps an epoch): warm-up 50, search
+# 200, finetuning 254 + 60 + 30 (stage 1 with restarts from a 2-epoch cycle, doubling). Bits as far as int8
+# deployment allows the paper's {1, 4, 8, 32}; widths and nonzero fractions in 10% steps; no depth search
+# (the paper's main results search none). SGD's momentum is assumed (search.strategy.recipe.MOMENTUM).
+_EPOCH = 781
+_TENTHS = [round(1.0 - k / 10, 1) for k in range(10)]
+UDC_PAPER = {
+    **UDC_QUICK, "bit_options": [8, 4, 1], "nonzero_options": _TENTHS, "width_options": _TENTHS, "search_depth": False,
+    "pretrain_epochs": 15, "warmup_steps": 50 * _EPOCH, "search_steps": 200 * _EPOCH, "batch_size": 64, "samples": 32,
+    "theta_lr": 0.1, "pi_lr": 1e-3, "optimizer": "sgd", "weight_decay": 5e-4, "lr_schedule": "per-phase",
+    "final_lr_fraction": 1e-3, "finetune_steps": 344 * _EPOCH, "finetune_batch_size": 64, "finetune_lr": 0.1,
+    "stage_fractions": [254 / 344, 60 / 344, 30 / 344], "restart_steps": 2 * _EPOCH, "augment": "paper",
+}
 # Vanilla DNAS (eq. 6): the penalty on the size at the expected options under pi, plain Gumbel-softmax.
 DNAS_SETTINGS = {"projection": False, "rejection": False, "size_estimate": "expected"}
 SIZE_ESTIMATES = ("samples", "expected")
+# How theta trains (search.strategy.recipe): ours, or the paper's SGD, per-phase cosine, flips/crops/cutout.
+OPTIMIZERS, LR_SCHEDULES, AUGMENTATIONS = ("adam", "sgd"), ("one-cosine", "per-phase"), ("none", "paper")
 
 # The seed peers' own settings, on top of the searches' (see each peer's module).
 ZUR_DEFAULTS = {"zur_configurations": 4, "zur_lambda": 2.0, "zur_alpha_lr": 0.05, "weight_reset": False}
@@ -123,6 +141,12 @@ def _check_consistency(s: dict) -> None:
         if kappa is not None and kappa < 1:
             fail(f"kappa_{kind} must be >= 1 (or absent for all options), got {kappa}")
     device.check(s["device"])
+    for key, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("augment", AUGMENTATIONS)):
+        if s[key] not in allowed:
+            fail(f"{key} must be one of {', '.join(allowed)}, got {s[key]!r}")
+    if not 0.0 <= s["final_lr_fraction"] <= 1.0 or s["weight_decay"] < 0 or s["restart_steps"] < 0:
+        fail(f"final_lr_fraction is in [0, 1], weight_decay and restart_steps >= 0, got {s['final_lr_fraction']}, "
+             f"{s['weight_decay']}, {s['restart_steps']}")
     if s["random_trials"] < 1:
         fail(f"random_trials must be >= 1, got {s['random_trials']}")
     if not 0.0 <= s["quant_noise"] <= 1.0:

@@ -47,6 +47,9 @@ def training_options(parser: argparse.ArgumentParser, full_help: str) -> None:
     preset = parser.add_mutually_exclusive_group()
     preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="minutes on 2 cores (default)")
     preset.add_argument("--full", dest="preset", action="store_const", const="full", help=full_help)
+    preset.add_argument("--preset", choices=["quick", "full", "paper"],
+                        help="quick and full are scaled to CPUs; paper is the UDC paper's recipe (SGD, 50 + 200 epochs, "
+                        "32 MC samples, 344 finetuning epochs: for GPUs)")
     parser.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, synthetic")
     parser.add_argument("--data-path", help="dataset directory (CIFAR: the extracted python-pickle folder)")
     parser.add_argument("--supernet", help="mbv2 (default) or resnet")

@@ -99,7 +99,7 @@ def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: b
     def tune(network: GraphNet, qhat: bool) -> dict:
         return finetune(network, dataset, s["finetune_steps"], s["finetune_batch_size"], s["finetune_lr"],
                         s["stage_fractions"], s["quant_noise"], qhat, s["seed"], quiet,
-                        f"finetune ({'Q-hat' if qhat else 'Q'})")
+                        f"finetune ({'Q-hat' if qhat else 'Q'})", recipe=s)
 
     other = copy.deepcopy(model) if s["compare_number_format"] else None
     norms = tune(model, s["qhat"])
@@ -123,7 +123,8 @@ def recover(model: GraphNet, dataset: Dataset, settings: dict) -> None:
     quantized, masks at their fractions), a quarter of the finetuning steps."""
     s = settings
     finetune(model, dataset, max(1, s["finetune_steps"] // RECOVERY_SHARE), s["finetune_batch_size"],
-             s["finetune_lr"], (0.0, 0.0, 1.0), s["quant_noise"], s["qhat"], s["seed"], True, "recovery finetune")
+             s["finetune_lr"], (0.0, 0.0, 1.0), s["quant_noise"], s["qhat"], s["seed"], True, "recovery finetune",
+             recipe=s)
 
 
 def emit_candidate(model: GraphNet, dataset: Dataset, meta: dict, budget: Budget) -> Candidate:

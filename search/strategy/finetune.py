@@ -10,18 +10,18 @@ otherwise clipped to the quantizer's range; stage 3 quantizes every weight, as d
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from core.data import Dataset
 from search.space import GraphNet, SearchableLayer
-from search.strategy.uniform import (MASK_INTERVAL, pruning_schedule, scaled_lr_groups, training_batches,
-                                     training_step)
+from search.strategy import recipe as recipes
+from search.strategy.uniform import MASK_INTERVAL, pruning_schedule, training_batches, training_step
 
-FINAL_LR_FRACTION = 1e-2  # stages 1 and 2 each decay from lr to lr/100 (appendix E: 0.1 -> 1e-4, shortened)
+# Ours (``recipe``): Adam, stages 1 and 2 each decay from lr to lr/100 without restarts (appendix E: SGD,
+# 0.1 -> 1e-4 with restarts in stage 1: the ``paper`` preset), no augmentation.
+OUR_RECIPE = {"optimizer": "adam", "weight_decay": 0.0, "final_lr_fraction": 1e-2, "restart_steps": 0, "augment": "none"}
 
 
 def active_layers(model: GraphNet) -> list[SearchableLayer]:
@@ -39,22 +39,12 @@ def stage_lengths(steps: int, fractions) -> tuple[int, int, int]:
     return first, second, max(0, steps - first - second)
 
 
-def _lr_factor(step: int, stages: tuple[int, int, int]) -> float:
-    """Cosine lr -> lr/100 in stage 1, restarted in stage 2, then lr/100 -> 0 in stage 3."""
-    first, second, third = stages
-    if step < first + second:
-        start, length = (0, first) if step < first else (first, second)
-        progress = (step - start) / max(1, length)
-        return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
-    progress = (step - first - second) / max(1, third)
-    return FINAL_LR_FRACTION * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr: float,
              stage_fractions=(0.4, 0.4, 0.2), quant_noise: float = 0.5, qhat: bool = True, seed: int = 0,
-             quiet: bool = False, description: str = "finetune") -> dict[str, float]:
+             quiet: bool = False, description: str = "finetune", recipe: dict | None = None) -> dict[str, float]:
     """Finetune ``model`` in place at its selected options (bits, nonzero, width, skipped blocks);
-    masks end at the selected nonzero fractions. Returns ||theta||^2 before and after, and its
+    masks end at the selected nonzero fractions. ``recipe``: the optimiser, schedule and augmentation
+    settings (``search.strategy.recipe``; default ``OUR_RECIPE``). Returns ||theta||^2 before and after, and its
     trajectory ([step, norm] about 20 times over the run: the paper's Fig. 3)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -70,8 +60,10 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
     stages = stage_lengths(steps, stage_fractions)
     first, second, _ = stages
     schedules = [pruning_schedule(layer.nonzero, second) for layer in layers]
-    optimizer = torch.optim.Adam(scaled_lr_groups(model, lr), fused=True)  # one kernel a group: 4x faster here
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, stages))
+    recipe = {**OUR_RECIPE, **(recipe or {})}
+    optimizer = recipes.theta_optimizer(model, lr, recipe)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: recipes.finetune_lr_factor(
+        step, stages, recipe["final_lr_fraction"], recipe["restart_steps"]))
 
     def prune(step_in_stage: int) -> None:
         for layer, keep_at in zip(layers, schedules):
@@ -79,7 +71,8 @@ def finetune(model: GraphNet, dataset: Dataset, steps: int, batch_size: int, lr:
 
     model.train()
     every, trajectory = max(1, steps // 20), [[0, norm_before]]
-    batches = training_batches(dataset, rng, steps, batch_size, next(model.parameters()).device)
+    batches = recipes.batches(training_batches(dataset, rng, steps, batch_size, next(model.parameters()).device),
+                              recipe, rng)
     progress = tqdm(batches, total=steps, desc=description, leave=False, disable=True if quiet else None)
     for step, (images, labels) in enumerate(progress):
         in_stage_two = step - first

@@ -82,7 +82,8 @@ class RandomSearch(UDCSearch):
             config = random_configuration(model, self.budget, rng)
             select_configuration(model, config)
             finetune(model, train, steps_each, s["finetune_batch_size"], s["finetune_lr"], s["stage_fractions"],
-                     s["quant_noise"], s["qhat"], s["seed"] + trial, True, f"random trial {trial + 1}/{trials}")
+                     s["quant_noise"], s["qhat"], s["seed"] + trial, True, f"random trial {trial + 1}/{trials}",
+                     recipe=s)
             accuracy = evaluate(model, x_val, y_val)
             if best is None or accuracy > best[0]:
                 best = (accuracy, config, trial)

@@ -37,8 +37,9 @@ from search.strategy.emit import COST_KEYS, budget_meta, finish_candidate, recov
 from search.strategy.measured import (CALIBRATION_SEED, DeployedFigures, move_options, recalibrate, searched_budget,
                                       verify_measured)
 from search.strategy.pretrain import pretrain_state
+from search.strategy import recipe
 from search.strategy.relaxed_cost import RelaxedCost
-from search.strategy.uniform import MASK_INTERVAL, scaled_lr_groups, training_batches
+from search.strategy.uniform import MASK_INTERVAL, training_batches
 
 class UDCSearch(Strategy):
     """UDC (or vanilla DNAS with ``vanilla=True``) under ``budgets`` (``core.budgets``; shorthands: ``budget_bytes``,
@@ -239,12 +240,12 @@ class UDCSearch(Strategy):
         samples, share = s["samples"], s["samples"] // self.world
         warmup_steps, search_steps = s["warmup_steps"] // samples, s["search_steps"] // samples
         total = warmup_steps + search_steps
-        # fused: one kernel per parameter group instead of ~10 small ops per parameter (a search has hundreds)
-        theta_optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]), fused=True)
-        theta_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(theta_optimizer, T_max=max(1, total))
+        theta_optimizer = recipe.theta_optimizer(model, s["theta_lr"], s)
+        theta_schedule = recipe.search_schedule(theta_optimizer, warmup_steps, search_steps, s)
         pi_optimizer = torch.optim.Adam(self.decisions.parameters(), lr=s["pi_lr"], fused=True)
         parameters = [p for p in model.parameters() if p.requires_grad] + list(self.decisions.parameters())
-        batches = training_batches(self.dataset, rng, total, s["batch_size"] * samples, self.device)
+        batches = recipe.batches(training_batches(self.dataset, rng, total, s["batch_size"] * samples, self.device),
+                                 s, rng)
         progress = tqdm(batches, total=total, desc=f"{self.strategy} search", leave=False,
                         disable=True if self.quiet or self.rank > 0 else None)
         model.train()
