@@ -35,7 +35,7 @@ UDC_QUICK = {
     "kappa_bits": 2, "kappa_nonzero": 2, "kappa_width": None,
     "finetune_steps": 480, "finetune_batch_size": 64, "finetune_lr": 2e-2, "stage_fractions": [0.35, 0.4, 0.25],
     "quant_noise": 0.5, "qhat": True, "compare_number_format": True, "seed": 0,
-    "lambda_sweep": [], "repair": True, "random_trials": 4, "validation_images": 2000,
+    "lambda_sweep": [], "repair": True, "random_trials": 4, "random_protocol": "shared", "validation_images": 2000,
     "mac_compression": False, "device": "auto",
     "optimizer": "adam", "weight_decay": 0.0, "lr_schedule": "one-cosine", "final_lr_fraction": 1e-2,
     "restart_steps": 0, "augment": "none",
@@ -63,9 +63,13 @@ DNAS_SETTINGS = {"projection": False, "rejection": False, "size_estimate": "expe
 SIZE_ESTIMATES = ("samples", "expected")
 # How theta trains (search.strategy.recipe): ours, or the paper's SGD, per-phase cosine, flips/crops/cutout.
 OPTIMIZERS, LR_SCHEDULES, AUGMENTATIONS = ("adam", "sgd"), ("one-cosine", "per-phase"), ("none", "paper")
+# Random search: "shared", its trials share one search's steps and the winner is finetuned as UDC's result
+# is; "paper", every trial gets the full finetuning and the best on held-out images is the result (Sec. 6.1).
+RANDOM_PROTOCOLS = ("shared", "paper")
 
 # The seed peers' own settings, on top of the searches' (see each peer's module).
-ZUR_DEFAULTS = {"zur_configurations": 4, "zur_lambda": 2.0, "zur_alpha_lr": 0.05, "weight_reset": False}
+ZUR_DEFAULTS = {"zur_configurations": 4, "zur_lambda": 2.0, "zur_alpha_lr": 0.05, "weight_reset": False,
+                "zur_reset_interval": 40, "zur_configuration_steps": 0}
 UNAS_DEFAULTS = {"unas_latency_fraction": 0.7, "unas_latency_cycles": 0, "unas_lambda_latency": 2.0,
                  "unas_skip_dropout": 0.2}
 NEURALSCALE_DEFAULTS = {"neuralscale_iterations": 1, "neuralscale_batches": 8, "neuralscale_train_steps": 100,
@@ -149,5 +153,10 @@ def _check_consistency(s: dict) -> None:
              f"{s['weight_decay']}, {s['restart_steps']}")
     if s["random_trials"] < 1:
         fail(f"random_trials must be >= 1, got {s['random_trials']}")
+    if s["random_protocol"] not in RANDOM_PROTOCOLS:
+        fail(f"random_protocol must be one of {', '.join(RANDOM_PROTOCOLS)}, got {s['random_protocol']!r}")
+    for key in ("zur_reset_interval", "zur_configuration_steps"):  # present where Zur et al.'s settings are merged
+        if s.get(key, 0) < 0:
+            fail(f"{key} must be >= 0, got {s[key]}")
     if not 0.0 <= s["quant_noise"] <= 1.0:
         fail(f"quant_noise is a probability, got {s['quant_noise']}")

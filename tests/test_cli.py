@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UsageError
 from harness.cli import main
 from tests.candidates import make_candidate
 from tests.test_run import TINY_UDC
@@ -160,6 +161,29 @@ def test_unknown_flag_and_bad_config(capsys, tmp_path):
     config.write_text("[search]\nbitz = [4]\n")
     code, _, err = run_cli(capsys, "run", "--config", config, "--out", tmp_path / "o")
     _assert_one_line_error(code, err, 2, "unknown key search.bitz")
+
+
+@pytest.mark.parametrize("command,job", [(["search", "--budget", "size_bound=30KB"], "harness.search_job.search_job"),
+                                         (["run"], "harness.run.run_job")])
+def test_random_protocol_flag_reaches_the_search_settings(capsys, tmp_path, monkeypatch, command, job):
+    """--random-protocol sets [udc] random_protocol for run and search (the job is stopped before it trains)."""
+    seen = []
+
+    def stop(config, *args, **kwargs):
+        seen.append(config["udc"]["random_protocol"])
+        raise UsageError("stopped before training")
+
+    monkeypatch.setattr(job, stop)
+    for flag, protocol in (([], "shared"), (["--random-protocol", "paper"], "paper")):
+        code, _, err = run_cli(capsys, *command, "--dataset", "synthetic", *flag, "--out", tmp_path / "out")
+        assert code == 2 and "stopped before training" in err
+        assert seen.pop() == protocol
+    code, _, err = run_cli(capsys, *command, "--random-protocol", "full", "--out", tmp_path / "out")
+    _assert_one_line_error(code, err, 2, "invalid choice: 'full'")
+    config = tmp_path / "c.toml"
+    config.write_text('[udc]\nrandom_protocol = "full"\n')
+    code, _, err = run_cli(capsys, *command, "--config", config, "--out", tmp_path / "out")
+    _assert_one_line_error(code, err, 2, "random_protocol must be one of shared, paper, got 'full'")
 
 
 def test_tables_table2_writes_markdown_and_csv(capsys, tmp_path):

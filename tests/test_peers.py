@@ -11,13 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from core.data import synthetic
+from core.errors import UsageError
 from harness.cli import main
 from results.store import Store
 from search import cost
+from search.settings import UDC_QUICK, ZUR_DEFAULTS, merged_settings
 from search.space import SearchableLayer
+from search.strategy.budget import select_configuration
 from search.strategy.neuralscale import fit_power_laws, scale_to_budget
 from search.strategy.unas import UNASSearch, hinge_penalty
-from search.strategy.zur import binomial_score, multinomial_score, score_function_gradient
+from search.strategy.zur import ZurSearch, binomial_score, multinomial_score, score_function_gradient
 from tests.test_run import TINY_SEARCH, _config
 
 
@@ -46,6 +49,95 @@ def test_score_function_gradient_matches_the_exact_expectation():
     filter_gradient = score_function_gradient(losses, binomial_score(kept, 3, p_filter.detach()))
     torch.testing.assert_close(op_gradient, exact[0], atol=0.03, rtol=0.03)
     torch.testing.assert_close(filter_gradient, exact[1], atol=0.03, rtol=0.03)
+
+
+# 4 search steps of |S| = 2 configurations, each on a group of 8 images; two bitwidths keep the ranges' fit short
+ZUR_TINY = {"warmup_steps": 0, "search_steps": 8, "batch_size": 8, "zur_configurations": 2, "bit_options": [8, 4]}
+ZUR_BUDGET_BYTES = 30000
+
+
+@pytest.fixture(scope="module")
+def zur_data():
+    """A small dataset and, as the "pretrained" supernet, the folded supernet at its initialisation (these
+    tests follow the weights, not their accuracy)."""
+    dataset = synthetic(n_train=128, n_test=16)
+    return dataset, ZurSearch(dataset, budget_bytes=ZUR_BUDGET_BYTES, quiet=True, settings=ZUR_TINY).model.state_dict()
+
+
+def _zur(search_class, zur_data, **settings):
+    dataset, pretrained = zur_data
+    return search_class(dataset, budget_bytes=ZUR_BUDGET_BYTES, quiet=True, pretrained=pretrained,
+                        settings={**ZUR_TINY, **settings})
+
+
+def _weights_are(model, state) -> bool:
+    """theta and bias of every layer equal those of ``state`` (each bitwidth's range is refitted, not reloaded)."""
+    weights = {k: v for k, v in model.state_dict().items() if k.endswith((".theta", ".bias"))}
+    return bool(weights) and all(torch.equal(value, state[key]) for key, value in weights.items())
+
+
+class RecordingResets(ZurSearch):
+    """Records, at every weight reset, whether the weights had moved off the pretrained ones and whether the
+    reset put them back."""
+
+    def reset_weights(self, model, step):
+        moved = not _weights_are(model, self.pretrained)
+        super().reset_weights(model, step)
+        self.resets.append((step, moved, _weights_are(model, self.pretrained)))
+
+
+def test_zur_weight_reset_returns_to_the_pretrained_weights_every_interval(zur_data):
+    """Alg. C.3: with weight_reset the weights go back to the pretrained supernet's every zur_reset_interval
+    steps (the start of each iteration but the first), having trained away from them in between."""
+    search = _zur(RecordingResets, zur_data, weight_reset=True, zur_reset_interval=1)
+    search.resets = []
+    model = search.search()
+    assert search.resets == [(1, True, True), (2, True, True), (3, True, True)]
+    assert _weights_are(model, search.pretrained)  # and once more after the search, for the finetuning
+    search = _zur(RecordingResets, zur_data, weight_reset=True, zur_reset_interval=2)
+    search.resets = []
+    search.search()
+    assert search.resets == [(2, True, True)]
+    search = _zur(RecordingResets, zur_data, weight_reset=False, zur_reset_interval=1)
+    search.resets = []
+    search.search()
+    assert search.resets == []  # without weight_reset the weights train on throughout
+
+
+class RecordingConfigurationLosses(ZurSearch):
+    """Records, for every per-configuration finetune, whether the shared weights came out as they went in,
+    and the configuration's loss on the shared weights beside the one after its finetune."""
+
+    def configuration_loss(self, model, config, images, labels, batches):
+        select_configuration(model, config)
+        shared = [parameter.detach().clone() for parameter in model.parameters()]
+        with torch.no_grad():
+            on_shared = F.cross_entropy(model(images), labels).item()
+        loss = super().configuration_loss(model, config, images, labels, batches)
+        unchanged = all(torch.equal(a, b) for a, b in zip(shared, model.parameters()))
+        self.calls.append((unchanged, on_shared, loss))
+        return loss
+
+
+def test_zur_configuration_finetune_works_on_a_copy_of_the_shared_weights(zur_data):
+    """The "Basic search method": each sampled configuration is finetuned from a copy of the current weights
+    before its loss is taken; the shared weights are left as they were."""
+    search = _zur(RecordingConfigurationLosses, zur_data, zur_configuration_steps=2)
+    search.calls = []
+    search.search()
+    assert len(search.calls) == 4 * 2  # every configuration of every step
+    assert all(unchanged for unchanged, _, _ in search.calls)
+    assert all(loss != on_shared for _, on_shared, loss in search.calls)  # the finetuned copy is what is scored
+    search = _zur(RecordingConfigurationLosses, zur_data)
+    search.calls = []
+    search.search()
+    assert search.calls == []  # zur_configuration_steps = 0: the shared weights' losses, as before
+
+
+@pytest.mark.parametrize("key", ["zur_reset_interval", "zur_configuration_steps"])
+def test_zur_step_counts_are_not_negative(key):
+    with pytest.raises(UsageError, match=f"{key} must be >= 0, got -1"):
+        merged_settings({key: -1}, {**UDC_QUICK, **ZUR_DEFAULTS})
 
 
 def test_bops_of_one_layer_by_hand():

@@ -15,7 +15,7 @@ from search.space import (GraphNet, SearchableConv2d, SearchableDense, Searchabl
 from search.strategy import search_and_finetune
 from search.strategy.budget import Budget, BudgetWarning
 from search.strategy.emit import searched_candidate
-from search.strategy.random_search import RandomSearch
+from search.strategy.random_search import RandomSearch, best_after_trials
 from search.strategy.udc import UDCSearch
 
 TINY = {"pretrain_epochs": 2, "pretrain_batch_size": 32, "warmup_steps": 16, "search_steps": 160, "batch_size": 16,
@@ -238,6 +238,51 @@ def test_random_search_returns_a_candidate_under_budget(dataset):
     assert meta["size_bits"] <= 8 * BUDGET_BYTES * 1.01
 
 
+class RecordingTrials(RandomSearch):
+    """Records every trial's training: its steps, its training images and the weight norms it returned."""
+
+    def train_trial(self, model, train, steps, trial):
+        norms = super().train_trial(model, train, steps, trial)
+        self.trials.append({"steps": steps, "images": len(train.x_train), "norms": norms})
+        return norms
+
+
+def test_random_search_with_the_papers_protocol_finetunes_every_trial_fully(dataset):
+    """Sec. 6.1: every random network gets the finetuning UDC's result gets, the best on held-out images is the
+    result as trained (not finetuned again), and Fig. 5b's best accuracy after n trials is recorded."""
+    settings = {**TINY, "random_trials": 3, "validation_images": 128, "random_protocol": "paper",
+                "compare_number_format": False}
+    search = RecordingTrials(dataset, budget_bytes=BUDGET_BYTES, settings=settings, quiet=True)
+    search.trials, search.pretrained = [], search.model.state_dict()  # the supernet at its initialisation will do
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BudgetWarning)
+        candidate = search.run()
+    meta = candidate.spec["meta"]
+    random = meta["random"]
+    assert [trial["steps"] for trial in search.trials] == [TINY["finetune_steps"]] * 3
+    assert {trial["images"] for trial in search.trials} == {512 - 128}  # the held-out images are not trained on
+    assert random["protocol"] == "paper" and random["steps_per_trial"] == TINY["finetune_steps"]
+    assert random["udc_cost_trials"] == 3
+    accuracies, best = random["trial_accuracies"], random["best_after_trials"]
+    assert len(accuracies) == len(best) == 3
+    assert random["validation_accuracy"] == max(accuracies) == accuracies[random["best_trial"]]
+    assert all(later >= earlier for earlier, later in zip(best, best[1:]))
+    assert best[-1] == pytest.approx(max(accuracies))
+    # the emitted candidate is the best trial's network: its finetuning is the trial's, not a second one
+    winner = search.trials[random["best_trial"]]["norms"]
+    assert meta["weight_norm"]["trajectory_qhat"] == winner["trajectory"]
+    assert meta["weight_norm"]["before"] == winner["before"]
+
+
+def test_best_after_trials_averages_the_running_best_over_orders():
+    accuracies = [0.2, 0.7, 0.4, 0.1]
+    best = best_after_trials(accuracies, seed=0)
+    assert len(best) == 4 and all(later >= earlier for earlier, later in zip(best, best[1:]))
+    assert best[0] == pytest.approx(np.mean(accuracies), abs=0.05)  # a random first trial, 100 times
+    assert best[-1] == pytest.approx(0.7)
+    assert best == best_after_trials(accuracies, seed=0)  # seeded
+
+
 @pytest.mark.parametrize("settings,message", [
     ({"tau": [0.1, 0.66]}, "tau must anneal downwards"),
     ({"tau": [0.66]}, r"tau is a \[start, end\] schedule"),
@@ -248,6 +293,7 @@ def test_random_search_returns_a_candidate_under_budget(dataset):
     ({"lambda_sweep": [1.0, -2.0]}, "lambda_sweep value must be positive"),
     ({"samples": "2"}, "samples = '2' has the wrong type"),
     ({"projection": 1}, "projection = 1 has the wrong type"),
+    ({"random_protocol": "full"}, "random_protocol must be one of shared, paper, got 'full'"),
     ({"warmup_steps": 1.5}, "warmup_steps = 1.5 has the wrong type"),
 ])
 def test_inconsistent_or_mistyped_settings_are_usage_errors(dataset, settings, message):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from core.errors import UsageError
+from search.settings import RANDOM_PROTOCOLS
 from targets.vela_compiler import MACS
 
 def common_options(parser: argparse.ArgumentParser, store: bool = True) -> None:
@@ -55,6 +56,15 @@ def training_options(parser: argparse.ArgumentParser, full_help: str) -> None:
     parser.add_argument("--supernet", help="mbv2 (default) or resnet")
     parser.add_argument("--device", help="where pretraining, the searches and finetuning train: auto (default: the "
                         "first CUDA GPU torch sees, else the CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--random-protocol", choices=RANDOM_PROTOCOLS,
+                        help="random search: shared (default: the trials share one search's steps, the winner is "
+                        "finetuned) or paper (every trial gets the full finetuning, the best is the result; "
+                        "[udc] random_protocol)")
+
+
+def search_overrides(args) -> dict:
+    """The ``[udc]`` settings the training options on the command line override."""
+    return {"device": args.device, "random_protocol": args.random_protocol}
 
 
 def split_list(text: str | None) -> list[str] | None:

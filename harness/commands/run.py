@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.commands.common import (common_options, open_store, output_dir, split_list,
+from harness.commands.common import (common_options, open_store, output_dir, search_overrides, split_list,
                                      target_arguments, target_overrides, training_options)
 from search.strategy import SEARCH_STRATEGIES
 
@@ -34,7 +34,7 @@ def main(args) -> int:
         "run": {"target": args.target, "dataset": args.dataset, "data_path": args.data_path, "preset": args.preset,
                 "out": str(args.out) if args.out else None, "budgets": args.budgets, "seeds": args.seeds,
                 "strategies": split_list(args.strategies), "ablation": args.ablation},
-        "search": {"supernet": args.supernet, "device": args.device}, "udc": {"device": args.device},
+        "search": {"supernet": args.supernet, "device": args.device}, "udc": search_overrides(args),
         "measure": {"eval_samples": args.eval_samples, "allow_cpu_ops": args.allow_cpu_ops},
         **target_overrides(args),
     }

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from core.errors import UsageError
-from harness.commands.common import common_options, output_dir, training_options
+from harness.commands.common import common_options, output_dir, search_overrides, training_options
 from search.strategy import SEARCH_STRATEGIES
 
 
@@ -49,7 +49,7 @@ def main(args) -> int:
     config = load_config(args.config, {"run": {"dataset": args.dataset, "data_path": args.data_path,
                                                "preset": args.preset, "out": str(args.out) if args.out else None},
                                        "search": {"supernet": args.supernet, "device": args.device},
-                                       "udc": {"device": args.device}})
+                                       "udc": search_overrides(args)})
     candidate, searched, directory = search_job(config, args.strategy, limits, args.processes,
                                                 output_dir(args, config["run"]["out"]), args.quiet)
     meta = candidate.spec["meta"]

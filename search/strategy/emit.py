@@ -90,10 +90,12 @@ def searched_candidate(model: GraphNet, settings: dict, meta: dict, budget: Budg
 
 
 def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: bool, meta: dict,
-                     budget: Budget) -> Candidate:
+                     budget: Budget, norms: dict | None = None, original: GraphNet | None = None) -> Candidate:
     """Finetune the selected configuration in three stages and emit it with the budget verdict of its
     finetuned weights (a warning where they miss the budget); with ``compare_number_format`` a copy is also
-    finetuned with the other number format, for the weight-norm comparison of Fig. 3."""
+    finetuned with the other number format, for the weight-norm comparison of Fig. 3. Given ``norms`` (what
+    ``finetune`` returned), ``model`` has had that finetuning already, in the settings' number format, and is
+    emitted as it is; ``original``, the configuration before it, is what the comparison then finetunes."""
     s = settings
 
     def tune(network: GraphNet, qhat: bool) -> dict:
@@ -101,8 +103,11 @@ def finish_candidate(model: GraphNet, dataset: Dataset, settings: dict, quiet: b
                         s["stage_fractions"], s["quant_noise"], qhat, s["seed"], quiet,
                         f"finetune ({'Q-hat' if qhat else 'Q'})", recipe=s)
 
-    other = copy.deepcopy(model) if s["compare_number_format"] else None
-    norms = tune(model, s["qhat"])
+    if norms is None:
+        other = copy.deepcopy(model) if s["compare_number_format"] else None
+        norms = tune(model, s["qhat"])
+    else:
+        other = copy.deepcopy(original) if s["compare_number_format"] and original is not None else None
     label = "qhat" if s["qhat"] else "plain"
     weight_norm = {"before": norms["before"], f"after_{label}": norms["after"], f"trajectory_{label}": norms["trajectory"]}
     if other is not None:

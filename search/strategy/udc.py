@@ -368,12 +368,14 @@ class UDCSearch(Strategy):
 
     # -- the deployed candidate, measured
 
-    def deploy(self, model: GraphNet, meta: dict) -> Candidate:
-        """Finetune the selected configuration and emit it; where a budget is measured (Flash, NPU cycles,
-        SRAM), compile it and move it cheaper until it fits (``measured.verify_measured``)."""
+    def deploy(self, model: GraphNet, meta: dict, norms: dict | None = None, original: GraphNet | None = None
+               ) -> Candidate:
+        """Finetune the selected configuration (unless ``norms`` says it was: ``emit.finish_candidate``) and emit
+        it; where a budget is measured (Flash, NPU cycles, SRAM), compile it and move it cheaper until it fits
+        (``measured.verify_measured``)."""
         if self.budget.kind == "flash":
             meta = {**meta, "flash_model": self.flash_model.to_meta()}
-        candidate = finish_candidate(model, self.dataset, self.settings, self.quiet, meta, self.budget)
+        candidate = finish_candidate(model, self.dataset, self.settings, self.quiet, meta, self.budget, norms, original)
         if self.deployed_figures is None or len(self.limits) == 1 and self.budget.kind != "flash":
             return candidate  # a lone size bound or MAC budget: the emitted verdict counted it exactly
         options, log_probability = move_options(model, getattr(self, "decisions", None), tuple(self.fixed))

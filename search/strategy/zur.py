@@ -9,6 +9,23 @@ slimmable-network form of the paper. Sparsity and depth are not in its space. Th
 configuration is L_acc + lambda * sigma(size / e*), sigma(r) = max(0, r - 1): complexity is measured
 with the harness's size model so the result competes under the same budget; its BOPs (appendix F,
 8-bit activations) are recorded beside it.
+
+One search step samples |S| configurations, takes one weight step on them (each on its share of the batch)
+and one alpha step on their losses. An iteration of the paper's Alg. C.3 is ``zur_reset_interval`` such
+steps: with ``weight_reset`` the weights omega are reset to the pretrained supernet's (the search's starting
+weights, each bitwidth's range refitted to them as at the start) at the start of every iteration but the
+first, with a fresh optimizer, and training continues from there; alpha is kept. That is C.3 with
+k_omega = 1 ("we reinitialize omega after each iteration"); resetting every k_omega iterations is a
+k_omega times longer interval. Two differences stay: omega restarts from the pretrained weights, not from
+random values, and it trains interleaved with the alpha steps instead of for t_omega epochs before them.
+The found configuration is finetuned from the pretrained weights, reloaded once more after the search.
+
+With ``zur_configuration_steps`` > 0 (the paper's "Basic search method": the current weights duplicated and
+each sampled configuration finetuned before its loss is evaluated) each configuration's task loss is taken
+after that many Adam steps on a copy of the current weights (saved and restored in place, so the shared
+weights and their optimizer are untouched); the search then costs |S| * zur_configuration_steps extra
+training steps a step, on batches of ``batch_size`` images. At 0 (default) the configurations' losses on
+the shared weights are used directly.
 """
 
 from __future__ import annotations
@@ -71,6 +88,8 @@ class ZurSearch(UDCSearch):
         layers = {name: layer for name, layer in model.layers.items() if isinstance(layer, SearchableLayer)}
         for layer in layers.values():
             layer.init_option_ranges()
+        # where the search starts, and where a weight reset returns: the pretrained weights, ranges fitted to them
+        self.start_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
         groups = self._groups(model)
         bit_alpha = torch.zeros(len(layers), len(s["bit_options"]), requires_grad=True)
         width_alpha = torch.full((len(groups),), 2.0, requires_grad=True)  # start near full width
@@ -83,24 +102,35 @@ class ZurSearch(UDCSearch):
         trials = torch.tensor([c - 1 for c in groups.values()], dtype=torch.float32)
         progress = tqdm(training_batches(self.dataset, rng, steps, s["batch_size"] * configurations), total=steps,
                         desc="zur search", leave=False, disable=True if self.quiet else None)
+        interval = s["zur_reset_interval"] if s["weight_reset"] else 0
+        finetuning = s["zur_configuration_steps"]  # the configurations' own batches, apart from the shared ones
+        own_batches = training_batches(self.dataset, np.random.default_rng(s["seed"] + 1),
+                                       steps * configurations * finetuning, s["batch_size"]) if finetuning else None
         model.train()
         self.history = []
         for step, (images, labels) in enumerate(progress):
+            if interval and step and step % interval == 0:  # a new iteration of Alg. C.3
+                self.reset_weights(model, step)
+                theta_optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]), fused=True)
             bit_probs, width_probs = torch.softmax(bit_alpha, -1), torch.sigmoid(width_alpha)
             with torch.no_grad():
                 bit_counts = F.one_hot(torch.multinomial(bit_probs, configurations, replacement=True).T,
                                        len(s["bit_options"])).float()  # [|S|, layers, K]
                 kept = torch.distributions.Binomial(trials, width_probs).sample((configurations,))  # [|S|, groups]
+            sampled = [self._configuration(layers, groups, bit_counts[index], kept[index])
+                       for index in range(configurations)]
+            groups_of_batch = list(zip(images.chunk(configurations), labels.chunk(configurations)))
+            finetuned = [self.configuration_loss(model, config, *group, own_batches)
+                         for config, group in zip(sampled, groups_of_batch)] if finetuning else None
             theta_optimizer.zero_grad(set_to_none=True)
             losses = []
-            for index, (group_images, group_labels) in enumerate(zip(images.chunk(configurations),
-                                                                      labels.chunk(configurations))):
-                config = self._configuration(layers, groups, bit_counts[index], kept[index])
+            for index, (config, (group_images, group_labels)) in enumerate(zip(sampled, groups_of_batch)):
                 select_configuration(model, config)
                 task = F.cross_entropy(model(group_images), group_labels)
                 (task / configurations).backward()
                 complexity = self.budget.exact(model) / self.budget.limit
-                losses.append(task.item() + s["zur_lambda"] * max(0.0, complexity - 1.0))
+                task_loss = task.item() if finetuned is None else finetuned[index]
+                losses.append(task_loss + s["zur_lambda"] * max(0.0, complexity - 1.0))
             theta_optimizer.step()
             losses_t = torch.tensor(losses)
             alpha_optimizer.zero_grad(set_to_none=True)
@@ -118,6 +148,33 @@ class ZurSearch(UDCSearch):
             model.load_state_dict(self.pretrained)
         self.timings["search_s"] = time.perf_counter() - started
         return model
+
+    def reset_weights(self, model: GraphNet, step: int) -> None:
+        """omega <- the pretrained supernet's weights with the bitwidths' ranges fitted to them, as the search
+        started (called at ``step``, the first of a new iteration)."""
+        model.load_state_dict(self.start_state)
+
+    def configuration_loss(self, model: GraphNet, config: dict, images: torch.Tensor, labels: torch.Tensor,
+                           batches) -> float:
+        """The task loss on ``images`` of ``config`` after ``zur_configuration_steps`` Adam steps (on batches
+        from ``batches``) on a copy of the current weights; the weights are restored afterwards, so the shared
+        weights leave as they came (their gradients are cleared)."""
+        s = self.settings
+        parameters = list(model.parameters())
+        saved = [parameter.detach().clone() for parameter in parameters]
+        select_configuration(model, config)
+        optimizer = torch.optim.Adam(scaled_lr_groups(model, s["theta_lr"]), fused=True)
+        for _ in range(s["zur_configuration_steps"]):
+            own_images, own_labels = next(batches)
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(own_images), own_labels).backward()
+            optimizer.step()
+        with torch.no_grad():
+            loss = F.cross_entropy(model(images), labels).item()
+            torch._foreach_copy_(parameters, saved)
+        for parameter in parameters:
+            parameter.grad = None
+        return loss
 
     def _configuration(self, layers: dict, groups: dict, bit_counts: torch.Tensor, kept: torch.Tensor) -> dict:
         bits = [self.settings["bit_options"][int(i)] for i in bit_counts.argmax(-1)]
