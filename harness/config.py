@@ -16,7 +16,7 @@ from pathlib import Path
 from core.errors import UsageError
 from core.budgets import parse_budgets
 from results.regress import METRICS
-from search.settings import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK, checked_settings, merged_settings
+from search.settings import FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_QUICK, checked_peer_settings, merged_settings
 from search import device
 from search.strategy import SEARCH_STRATEGIES
 
@@ -92,7 +92,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         config["udc"] = merged_settings(udc, {"quick": UDC_QUICK, "full": UDC_FULL}[preset])
         for peer in PEER_SECTIONS:
             section = peer
-            config[peer] = checked_settings(config[peer], PEER_DEFAULTS[peer])
+            config[peer] = checked_peer_settings(peer, config[peer])
     except UsageError as error:
         raise UsageError(f"{path or 'command line'}: [{section}] {error}") from None
     _check_run(config["run"])

@@ -7,21 +7,19 @@ comparable compute.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 
 import numpy as np
 
 from core.candidate import Candidate
 from core.data import Dataset
-from core.errors import UsageError
 from search.decisions import DecisionSpace
 from search.space import GraphNet
 from search.strategy.budget import Budget, cheaper, draw_configuration, next_option, select_configuration
 from search.strategy.emit import budget_meta, searched_candidate
 from search.strategy.finetune import finetune
 from search.strategy.udc import UDCSearch
-from search.strategy.uniform import evaluate
+from search.strategy.uniform import evaluate, held_out
 
 
 def random_configuration(model: GraphNet, budget: Budget, rng: np.random.Generator) -> dict:
@@ -66,11 +64,8 @@ class RandomSearch(UDCSearch):
     def run(self) -> Candidate:
         s = self.settings
         trials, validation = s["random_trials"], s["validation_images"]
-        if validation >= len(self.dataset.x_train):
-            raise UsageError(f"validation_images={validation} leaves no training images; lower it")
-        train = dataclasses.replace(self.dataset, x_train=self.dataset.x_train[:-validation],
-                                    y_train=self.dataset.y_train[:-validation])
-        x_val, y_val = self.dataset.x_train[-validation:], self.dataset.y_train[-validation:]
+        train, held = held_out(self.dataset, validation)
+        x_val, y_val = held.x_train, held.y_train
         folded = self._folded_supernet(pretrained=True)
         started = time.perf_counter()
         # The trials share UDC's warm-up + search steps; the winner then gets UDC's finetuning.
