@@ -17,7 +17,7 @@ from pathlib import Path
 from core.errors import UsageError
 from core.budgets import parse_budgets
 from results.regress import METRICS
-from search.settings import (FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_PAPER, UDC_QUICK, checked_settings,
+from search.settings import (FULL, PEER_DEFAULTS, QUICK, UDC_FULL, UDC_PAPER, UDC_QUICK, checked_peer_settings,
                              merged_settings)
 from search import device
 from search.strategy import SEARCH_STRATEGIES
@@ -99,7 +99,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         config["udc"] = merged_settings(udc, SEARCH_SETTINGS[preset])
         for peer in PEER_SECTIONS:
             section = peer
-            config[peer] = checked_settings(config[peer], PEER_DEFAULTS[peer])
+            config[peer] = checked_peer_settings(peer, config[peer])
     except UsageError as error:
         raise UsageError(f"{path or 'command line'}: [{section}] {error}") from None
     _check_run(config["run"])

@@ -70,11 +70,34 @@ RANDOM_PROTOCOLS = ("shared", "paper")
 # The seed peers' own settings, on top of the searches' (see each peer's module).
 ZUR_DEFAULTS = {"zur_configurations": 4, "zur_lambda": 2.0, "zur_alpha_lr": 0.05, "weight_reset": False,
                 "zur_reset_interval": 40, "zur_configuration_steps": 0}
+# UNAS (App. E.1): pi on L_gen = L_train + lambda_gen (L_val - L_train), lambda_gen 0.5, theta on L_train ("train":
+# both on L_train); skip dropout 0.1; a constant temperature 0.4 (unas_tau = 0: the [udc] tau schedule).
 UNAS_DEFAULTS = {"unas_latency_fraction": 0.7, "unas_latency_cycles": 0, "unas_lambda_latency": 2.0,
-                 "unas_skip_dropout": 0.2}
+                 "unas_skip_dropout": 0.1, "unas_loss": "generalization", "unas_lambda_gen": 0.5, "unas_tau": 0.4}
+UNAS_LOSSES = ("generalization", "train")
 NEURALSCALE_DEFAULTS = {"neuralscale_iterations": 1, "neuralscale_batches": 8, "neuralscale_train_steps": 100,
                         "neuralscale_eta": 0.5}
 PEER_DEFAULTS = {"zur": ZUR_DEFAULTS, "unas": UNAS_DEFAULTS, "neuralscale": NEURALSCALE_DEFAULTS}
+
+
+def checked_peer_settings(peer: str, settings: dict | None) -> dict:
+    """``PEER_DEFAULTS[peer]`` updated with ``settings``, names, types and values checked."""
+    merged = checked_settings(settings, PEER_DEFAULTS[peer])
+    if peer == "unas":
+        check_unas(merged)
+    return merged
+
+
+def check_unas(s: dict) -> None:
+    """The values of UNAS's settings; UsageErrors naming the setting."""
+    if s["unas_loss"] not in UNAS_LOSSES:
+        raise UsageError(f"unas_loss must be one of {', '.join(UNAS_LOSSES)}, got {s['unas_loss']!r}")
+    for key in ("unas_lambda_gen", "unas_skip_dropout"):
+        if not 0.0 <= s[key] <= 1.0:
+            raise UsageError(f"{key} must be in [0, 1], got {s[key]}")
+    if s["unas_tau"] < 0.0:
+        raise UsageError(f"unas_tau must be a positive constant temperature, or 0 for the [udc] tau schedule, "
+                         f"got {s['unas_tau']}")
 
 
 def merged_settings(settings: dict | None, base: dict = UDC_QUICK) -> dict:

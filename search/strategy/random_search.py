@@ -13,21 +13,19 @@ permutations of the trial order (Fig. 5b).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 
 import numpy as np
 
 from core.candidate import Candidate
 from core.data import Dataset
-from core.errors import UsageError
 from search.decisions import DecisionSpace
 from search.space import GraphNet
 from search.strategy.budget import Budget, cheaper, draw_configuration, next_option, select_configuration
 from search.strategy.emit import budget_meta, searched_candidate
 from search.strategy.finetune import finetune
 from search.strategy.udc import UDCSearch
-from search.strategy.uniform import evaluate
+from search.strategy.uniform import evaluate, held_out
 
 PERMUTATIONS = 100  # orders of the trials averaged over for the best accuracy after n trials (Fig. 5b)
 UDC_COST_TRIALS = 3  # the paper's cost of a UDC search in random trials: 2 to search, 1 to finetune
@@ -92,11 +90,8 @@ class RandomSearch(UDCSearch):
     def run(self) -> Candidate:
         s = self.settings
         trials, validation = s["random_trials"], s["validation_images"]
-        if validation >= len(self.dataset.x_train):
-            raise UsageError(f"validation_images={validation} leaves no training images; lower it")
-        train = dataclasses.replace(self.dataset, x_train=self.dataset.x_train[:-validation],
-                                    y_train=self.dataset.y_train[:-validation])
-        x_val, y_val = self.dataset.x_train[-validation:], self.dataset.y_train[-validation:]
+        train, held = held_out(self.dataset, validation)
+        x_val, y_val = held.x_train, held.y_train
         folded = self._folded_supernet(pretrained=True)
         started = time.perf_counter()
         paper = s["random_protocol"] == "paper"

@@ -184,6 +184,16 @@ class UDCSearch(Strategy):
         """pi itself as a single 'sample': the expected options of eq. 6 (vanilla DNAS)."""
         return {key: decision.probs().unsqueeze(0) for key, decision in self.decisions.items()}
 
+    def search_batches(self, rng: np.random.Generator, steps: int, batch_size: int):
+        """The batches theta trains on: the training set's, reshuffled at every pass."""
+        return training_batches(self.dataset, rng, steps, batch_size, self.device)
+
+    def task_loss(self, model: GraphNet, z: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+                  warming_up: bool) -> torch.Tensor:
+        """L_task of a step: the network relaxed to z, on the step's batch (its S groups under the S samples)."""
+        self.relax(model, z)
+        return F.cross_entropy(model(images), labels)
+
     def objective(self, model: GraphNet, z: dict[str, torch.Tensor], task: torch.Tensor, phase: float,
                   size_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 7: L_task + lambda * E|E(z) - e*| / e*; returns the loss and the relaxed costs E(z)."""
@@ -244,8 +254,7 @@ class UDCSearch(Strategy):
         theta_schedule = recipe.search_schedule(theta_optimizer, warmup_steps, search_steps, s)
         pi_optimizer = torch.optim.Adam(self.decisions.parameters(), lr=s["pi_lr"], fused=True)
         parameters = [p for p in model.parameters() if p.requires_grad] + list(self.decisions.parameters())
-        batches = recipe.batches(training_batches(self.dataset, rng, total, s["batch_size"] * samples, self.device),
-                                 s, rng)
+        batches = recipe.batches(self.search_batches(rng, total, s["batch_size"] * samples), s, rng)
         progress = tqdm(batches, total=total, desc=f"{self.strategy} search", leave=False,
                         disable=True if self.quiet or self.rank > 0 else None)
         model.train()
@@ -261,8 +270,8 @@ class UDCSearch(Strategy):
                 for layer in model.searchable_layers():
                     layer.refresh_option_masks()
             z = self.sample(phase, warming_up, generator)
-            self.relax(model, {key: value.to(self.device) for key, value in z.items()})
-            task = F.cross_entropy(model(images), labels)
+            task = self.task_loss(model, {key: value.to(self.device) for key, value in z.items()}, images, labels,
+                                  warming_up)
             loss, relaxed = task, None
             if not warming_up:
                 estimate = z if s["size_estimate"] == "samples" else self.expected_z()

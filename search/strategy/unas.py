@@ -1,6 +1,12 @@
 """UNAS on the UDC space: the relaxed search of UDC with UNAS's objective
-E[L_task] + lambda_lat * E[max(0, L_lat(z) - t)] instead of UDC's size penalty, lambda_lat annealed
-linearly from zero, and skip-connection dropout during the search.
+E[L_gen] + lambda_lat * E[max(0, L_lat(z) - t)] instead of UDC's size penalty, lambda_lat annealed
+linearly from zero, skip-connection dropout during the search and a constant Gumbel-softmax temperature
+(App. E.1: dropout 0.1, tau 0.4).
+
+The generalisation loss L_gen = L_train + lambda_gen (L_val - L_train) (lambda_gen = 0.5) trains pi; theta
+trains on L_train alone. The search's images are split: theta's batches come from the training images
+but the last ``validation_images``, L_val is the loss on a batch of those, under the step's z (the same
+samples, the same dropped shortcuts). The pretraining and the finetuning use the whole training set.
 
 The latency of a configuration comes from a table of cycle estimates per layer, measured on the
 pretrained supernet compiled at each width option (``build_latency_table``), not from FLOPs. The
@@ -14,25 +20,46 @@ names it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from core.data import Dataset
 from core.errors import UsageError
 from search import cost
 from search.relaxation import linear
-from search.settings import UNAS_DEFAULTS
+from search.settings import UNAS_DEFAULTS, check_unas
 from search.space import Add, GraphNet, SearchableLayer
 from search.strategy.budget import select_configuration
 from search.strategy.udc import UDCSearch
-
+from search.strategy.uniform import held_out, training_batches
 
 
 def hinge_penalty(values, limit: float):
     """E[max(0, v - t)] / t over the samples (t the limit): zero at or under it, linear above it."""
     return torch.relu(values - limit).mean() / limit
+
+
+def scaled_gradient(value: torch.Tensor, factor: float) -> torch.Tensor:
+    """``value`` itself, passing ``factor`` times the gradient back."""
+    constant = value.detach()
+    return constant + factor * (value - constant)
+
+
+@contextlib.contextmanager
+def held(parameters):
+    """The parameters as constants in the forwards inside: no gradient reaches them."""
+    trained = [p for p in parameters if p.requires_grad]
+    for p in trained:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trained:
+            p.requires_grad_(True)
 
 
 def build_latency_table(model: GraphNet, dataset: Dataset, widths,
@@ -69,19 +96,54 @@ class UNASSearch(UDCSearch):
         super().__init__(dataset, budget_bytes, macs, settings, quiet=quiet, pretrained=pretrained, **options)
         self.strategy = "unas"
         self.operator_cycles = operator_cycles
+        s = self.settings
+        check_unas(s)
+        if s["unas_tau"] > 0:  # a constant temperature; 0 keeps the [udc] tau schedule
+            s["tau"] = [s["unas_tau"], s["unas_tau"]]
 
     def _search_once(self, size_weight: float) -> GraphNet:
+        s = self.settings
+        if s["unas_loss"] == "generalization":
+            self.training_split, self.validation_split = held_out(self.dataset, s["validation_images"])
+            batch = s["batch_size"] * s["samples"] // self.world
+            if batch > s["validation_images"]:
+                raise UsageError(f"validation_images={s['validation_images']} holds fewer images than a search "
+                                 f"step's {batch}; raise it or lower batch_size")
         model = self._folded_supernet(pretrained=True)
         if self.operator_cycles is None:
             raise UsageError("UNAS needs an operator_cycles cost provider to build its latency table; "
                              "run it through the harness (python -m harness search --strategy unas)")
-        self.latency = build_latency_table(model, self.dataset, sorted(self.settings["width_options"]),
-                                           self.operator_cycles)
+        self.latency = build_latency_table(model, self.dataset, sorted(s["width_options"]), self.operator_cycles)
         full = sum(self.latency.layer(name, 1.0) for name in self.latency.cycles) + self.latency.fixed
-        given = self.settings["unas_latency_cycles"]
-        self.latency_limit = float(given) if given > 0 else self.settings["unas_latency_fraction"] * full
-        self.dropout_generator = torch.Generator().manual_seed(self.settings["seed"] + 1)
+        given = s["unas_latency_cycles"]
+        self.latency_limit = float(given) if given > 0 else s["unas_latency_fraction"] * full
+        self.dropout_generator = torch.Generator().manual_seed(s["seed"] + 1)
         return super()._search_once(size_weight)
+
+    def search_batches(self, rng: np.random.Generator, steps: int, batch_size: int):
+        """theta's batches from the training split; the validation split's, one a step, drawn alongside."""
+        if self.settings["unas_loss"] == "train":
+            return super().search_batches(rng, steps, batch_size)
+        own = np.random.default_rng(self.settings["seed"] + 1 + 7919 * self.rank)  # this process's share
+        self.validation_batches = training_batches(self.validation_split, own, steps, batch_size // self.world,
+                                                   self.device)
+        return training_batches(self.training_split, rng, steps, batch_size, self.device)
+
+    def task_loss(self, model: GraphNet, z: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+                  warming_up: bool) -> torch.Tensor:
+        """L_gen = (1 - lambda_gen) L_train + lambda_gen L_val in value and in pi's gradient; theta's is L_train's.
+        The training batch runs under z passing back (1 - lambda_gen) of its gradient to pi, the validation
+        batch under z (the same dropped shortcuts) with theta held. Warming up (pi frozen), L_train."""
+        if warming_up or self.settings["unas_loss"] == "train":
+            return super().task_loss(model, z, images, labels, warming_up)
+        weight = self.settings["unas_lambda_gen"]
+        train = super().task_loss(model, {key: scaled_gradient(value, 1.0 - weight) for key, value in z.items()},
+                                  images, labels, warming_up)
+        images, labels = next(self.validation_batches)
+        self.relax(model, z, redraw=False)
+        with held(model.parameters()):
+            validation = F.cross_entropy(model(images), labels)
+        return train + weight * (validation - train.detach())
 
     def relaxed_latency(self, model: GraphNet, z: dict[str, torch.Tensor]) -> torch.Tensor:
         def expected(key, default=1.0):
@@ -110,16 +172,21 @@ class UNASSearch(UDCSearch):
         penalty = self.settings["unas_lambda_latency"] * latency + size_weight * hinge_penalty(relaxed, self.budget.limit)
         return task + ramp * penalty, relaxed
 
-    def relax(self, model: GraphNet, z: dict[str, torch.Tensor]) -> None:
+    def relax(self, model: GraphNet, z: dict[str, torch.Tensor], redraw: bool = True) -> None:
+        """UDC's relaxation, and in training skip-connection dropout on the identity option: each sample's
+        shortcut dropped with probability ``unas_skip_dropout`` (drawn anew unless ``redraw`` is off)."""
         super().relax(model, z)
         if not model.training:
             return
-        for name, layer in model.layers.items():  # skip-connection dropout on the identity option
+        if redraw:
+            self.kept = {}
+        for name, layer in model.layers.items():
             if isinstance(layer, Add) and f"{name}:op" in z:
                 identity = z[f"{name}:op"][:, 1]
-                kept = (torch.rand(identity.shape, generator=self.dropout_generator)
-                        >= self.settings["unas_skip_dropout"]).to(identity.device)
-                layer.shortcut_scale = 1.0 - identity * (~kept).to(identity.dtype)
+                if redraw:
+                    self.kept[name] = (torch.rand(identity.shape, generator=self.dropout_generator)
+                                       >= self.settings["unas_skip_dropout"]).to(identity.device)
+                layer.shortcut_scale = 1.0 - identity * (~self.kept[name]).to(identity.dtype)
 
     def enforce_budget(self, model: GraphNet) -> dict:
         figures = super().enforce_budget(model)

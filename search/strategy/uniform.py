@@ -7,6 +7,7 @@ pruning in the loop (the UDC paper's section 5: pruning annealed 0 -> the chosen
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -200,6 +201,16 @@ def training_batches(dataset: Dataset, rng: np.random.Generator, steps: int, bat
             produced += 1
             images, labels = torch.from_numpy(x[index]), torch.from_numpy(y[index])
             yield (images, labels) if device is None else (images.to(device), labels.to(device))
+
+
+def held_out(dataset: Dataset, images: int) -> tuple[Dataset, Dataset]:
+    """The training set split into (training, validation): the last ``images`` training images held out, each
+    half as a Dataset whose ``x_train``/``y_train`` are that half."""
+    if not 0 < images < len(dataset.x_train):
+        raise UsageError(f"validation_images={images} must hold out some of the {len(dataset.x_train)} training "
+                         "images and leave some; change it")
+    return (dataclasses.replace(dataset, x_train=dataset.x_train[:-images], y_train=dataset.y_train[:-images]),
+            dataclasses.replace(dataset, x_train=dataset.x_train[-images:], y_train=dataset.y_train[-images:]))
 
 
 def pruning_schedule(final: float, anneal_steps: int):
