@@ -75,8 +75,14 @@ ZUR_DEFAULTS = {"zur_configurations": 4, "zur_lambda": 2.0, "zur_alpha_lr": 0.05
 UNAS_DEFAULTS = {"unas_latency_fraction": 0.7, "unas_latency_cycles": 0, "unas_lambda_latency": 2.0,
                  "unas_skip_dropout": 0.1, "unas_loss": "generalization", "unas_lambda_gen": 0.5, "unas_tau": 0.4}
 UNAS_LOSSES = ("generalization", "train")
+# neuralscale_eta: eq. 16's fixed step, relative to the start (search/strategy/neuralscale.py: scale_to_budget).
+# The first step takes tau to tau_0 * (1 - eta * (h / t - 1)), h / t the full network's size over the budget, so
+# eta * (h / t - 1) must stay below 1 or tau overshoots to nothing and the fixed step never recovers: on the
+# MBV2 supernet 0.5 diverged at a 24 KB size bound (h / t = 3.4) and 0.1 at 4 KB (h / t = 20); 0.02 serves
+# budgets down to 1/50 of the full network, and the tau update costs no training, so the smaller steps are cheap.
 NEURALSCALE_DEFAULTS = {"neuralscale_iterations": 1, "neuralscale_batches": 8, "neuralscale_train_steps": 100,
-                        "neuralscale_eta": 0.5}
+                        "neuralscale_eta": 0.02, "neuralscale_ranking": "iterative", "neuralscale_from_scratch": False}
+NEURALSCALE_RANKINGS = ("iterative", "one-shot")
 PEER_DEFAULTS = {"zur": ZUR_DEFAULTS, "unas": UNAS_DEFAULTS, "neuralscale": NEURALSCALE_DEFAULTS}
 
 
@@ -109,7 +115,8 @@ def merged_settings(settings: dict | None, base: dict = UDC_QUICK) -> dict:
 
 
 def checked_settings(settings: dict | None, base: dict) -> dict:
-    """``base`` updated with ``settings`` after checking every name is known and every type matches."""
+    """``base`` updated with ``settings`` after checking every name is known, every type matches and a
+    choice (``neuralscale_ranking``) is one of its values."""
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(base))
     if unknown:
@@ -117,6 +124,9 @@ def checked_settings(settings: dict | None, base: dict) -> dict:
     for key, value in settings.items():
         if not _same_kind(key, value, base[key]):
             raise UsageError(f"search setting {key} = {value!r} has the wrong type; expected one like {base[key]!r}")
+    if settings.get("neuralscale_ranking", "iterative") not in NEURALSCALE_RANKINGS:
+        raise UsageError(f"search setting neuralscale_ranking = {settings['neuralscale_ranking']!r}; choose one of "
+                         f"{', '.join(NEURALSCALE_RANKINGS)}")
     return {**base, **settings}
 
 

@@ -1,5 +1,6 @@
 """The seed peers' distinctive mechanisms: Zur et al.'s score-function gradient and BOPs, UNAS's hinge
-on a measured latency table, NeuralScale's power-law fit and tau update."""
+on a measured latency table, NeuralScale's power-law fit, tau update, iterative ranking and training
+from scratch."""
 
 import itertools
 import math
@@ -15,10 +16,10 @@ from core.errors import UsageError
 from harness.cli import main
 from results.store import Store
 from search import cost
-from search.settings import UDC_QUICK, ZUR_DEFAULTS, merged_settings
-from search.space import SearchableLayer
+from search.settings import NEURALSCALE_DEFAULTS, UDC_QUICK, ZUR_DEFAULTS, checked_settings, merged_settings
+from search.space import SearchableLayer, make_supernet
 from search.strategy.budget import select_configuration
-from search.strategy.neuralscale import fit_power_laws, scale_to_budget
+from search.strategy.neuralscale import NeuralScaleSearch, _descent, fit_power_laws, scale_to_budget
 from search.strategy.unas import UNASSearch, hinge_penalty
 from search.strategy.zur import ZurSearch, binomial_score, multinomial_score, score_function_gradient
 from tests.test_run import TINY_SEARCH, _config
@@ -219,6 +220,141 @@ def test_power_laws_fit_and_tau_meets_the_budget():
     tau = scale_to_budget(alpha, beta, parameters, budget, tau=500.0)
     assert parameters(alpha * tau ** beta) == pytest.approx(budget, rel=1e-3)
     assert scale_to_budget(alpha, beta, parameters, 2 * budget, tau=500.0) > tau  # a larger budget, a larger scale
+
+
+def test_scale_to_budget_takes_the_steps_of_eq16_by_hand():
+    """tau_i = tau_{i-1} - eta_abs * (h(tau_{i-1}) - t) * sum_l beta_l alpha_l tau_{i-1}^(beta_l - 1), with the one
+    step eta_abs = eta * tau_0 / (t * sum_l beta_l alpha_l tau_0^(beta_l - 1)) fixed at the start."""
+    alpha, beta = np.array([2.0, 0.5]), np.array([1.0, 1.5])
+
+    def size_of(filters):  # linear in the filters
+        return 3.0 * filters[0] + 5.0 * filters[1]
+
+    def h(tau):
+        return 3.0 * 2.0 * tau + 5.0 * 0.5 * tau ** 1.5
+
+    def gradient(tau):
+        return 1.0 * 2.0 + 1.5 * 0.5 * tau ** 0.5
+
+    t, tau0, eta = 100.0, 20.0, 0.1  # both steps start over the budget
+    eta_abs = eta * tau0 / (t * gradient(tau0))
+    tau1 = tau0 - eta_abs * (h(tau0) - t) * gradient(tau0)
+    tau2 = tau1 - eta_abs * (h(tau1) - t) * gradient(tau1)
+    assert tau1 == pytest.approx(tau0 * (1 - eta * (h(tau0) / t - 1)))  # the first step, relative to the start
+    assert scale_to_budget(alpha, beta, size_of, t, tau0, eta, iterations=1) == pytest.approx(tau1, rel=1e-12)
+    assert scale_to_budget(alpha, beta, size_of, t, tau0, eta, iterations=2) == pytest.approx(tau2, rel=1e-12)
+
+
+def test_scale_to_budget_converges_on_a_power_law_size_with_one_step_size():
+    alpha, beta = np.array([4.0, 1.5, 0.8]), np.array([0.9, 1.2, 1.4])
+
+    def size_of(filters):  # each layer's weights grow with the square of its filters: a power law of tau
+        return float(np.sum(7.0 * filters ** 2))
+
+    def gradient(tau):
+        return float(np.sum(beta * alpha * tau ** (beta - 1.0)))
+
+    taus = []
+
+    def recorded(filters):  # the tau each step starts from, read back off Phi(tau)
+        taus.append(float((filters[0] / alpha[0]) ** (1.0 / beta[0])))
+        return size_of(filters)
+
+    budget, tau0 = 100_000.0, 60.0  # the start is 9 times the budget
+    tau = scale_to_budget(alpha, beta, recorded, budget, tau0)
+    assert abs(size_of(alpha * tau ** beta) - budget) < 1e-3 * budget
+    assert 3 < len(taus) < 2000  # several steps, stopped at the tolerance
+    steps = [(before - after) / ((size_of(alpha * before ** beta) - budget) * gradient(before))
+             for before, after in zip(taus, taus[1:])]
+    eta = NEURALSCALE_DEFAULTS["neuralscale_eta"]
+    np.testing.assert_allclose(steps, eta * tau0 / (budget * gradient(tau0)), rtol=1e-6)  # eta_abs throughout
+
+
+def test_scale_to_budget_on_a_staircase_ends_on_the_step_under_the_budget():
+    """Counts on a grid make the size a staircase the tolerance never meets: tau hovers at the step
+    nearest the budget and ends where the configuration fits."""
+    def size_of(filters):  # 100 a started filter: 1000 for tau in (9, 10], 1100 in (10, 11]
+        return 100.0 * float(np.ceil(filters).sum())
+
+    for iterations in (2000, 2001):  # whichever side of the step the last iteration lands on
+        tau = scale_to_budget(np.array([1.0]), np.array([1.0]), size_of, 1050.0, 30.0, iterations=iterations)
+        assert 9.5 < tau <= 10.0 and size_of(np.array([tau])) == 1000.0
+
+
+class _CountingNeuralScale(NeuralScaleSearch):
+    """NeuralScale recording the filter counts of every importance ranking."""
+
+    def _importance(self, model, groups, counts, rng):
+        self.rankings = [*getattr(self, "rankings", []), list(counts)]
+        importance = super()._importance(model, groups, counts, rng)
+        for (key, scores), count in zip(importance.items(), counts):
+            assert not scores[count:].any()  # the filters already removed have no importance
+        return importance
+
+
+def _supernet_state(seed: int, dataset) -> dict:
+    torch.manual_seed(seed)
+    return make_supernet("mbv2", dataset.input_shape, dataset.num_classes, batchnorm=False,
+                         bit_options=NEURALSCALE_TINY["bit_options"]).state_dict()
+
+
+NEURALSCALE_TINY = {"neuralscale_batches": 1, "batch_size": 8, "bit_options": [8]}  # 8 bits: the weight ranges once
+
+
+def test_iterative_ranking_ranks_the_remaining_filters_again_every_round():
+    dataset = synthetic(n_train=64, n_test=16, shape=(16, 16, 1))
+    search = _CountingNeuralScale(dataset, budget_bytes=30000, quiet=True, pretrained=_supernet_state(1, dataset),
+                                  settings=NEURALSCALE_TINY)
+    search.search()
+    taus = [entry["tau"] for entry in search.history]
+    assert len(search.rankings) == len(taus) - 1 > 10  # one ranking a round, a round a descent point
+    assert search.rankings[0] == [search.model.layers[key].out_channels for key in search.fit["groups"]]
+    assert [float(sum(counts)) for counts in search.rankings] == taus[:-1]
+    counts = np.array(search.rankings)
+    assert (np.diff(counts, axis=0) <= 0).all() and (counts >= 1).all()  # every group's count only falls
+
+
+def test_iterative_descent_drops_the_least_important_last_filter_each_time():
+    """A width keeps a group's first filters, so a lower count drops the group's last one: group a, whose
+    first two filters do nothing, keeps them until its last two, which matter, are all it has left to lose."""
+    calls = []
+
+    def importance_of(counts):
+        calls.append(list(counts))
+        a, b = torch.tensor([0.0, 0.0, 5.0, 4.0]), torch.tensor([1.0, 2.0, 1.0, 3.0])
+        return {"a": torch.where(torch.arange(4) < counts[0], a, 0.0),
+                "b": torch.where(torch.arange(4) < counts[1], b, 0.0)}
+
+    points = _descent(importance_of, [4, 4])
+    assert [counts for _, counts in points] == [[4, 4], [4, 3], [4, 2], [4, 1], [3, 1], [2, 1], [1, 1]]
+    assert [tau for tau, _ in points] == [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0]
+    assert calls == [counts for _, counts in points[:-1]]  # scored anew before every round
+    calls.clear()  # one-shot: one ranking of every filter, a's idle filters first
+    assert [counts for _, counts in _descent(importance_of, [4, 4], iterative=False)][:3] == [[4, 4], [3, 4], [2, 4]]
+    assert calls == [[4, 4]]
+
+
+@pytest.mark.parametrize("from_scratch", [False, True])
+def test_the_found_network_is_finetuned_from_the_pretrained_or_fresh_weights(from_scratch):
+    dataset = synthetic(n_train=64, n_test=16, shape=(16, 16, 1))
+    pretrained = _supernet_state(1, dataset)
+    search = _CountingNeuralScale(dataset, budget_bytes=30000, quiet=True, pretrained=pretrained,
+                                  settings={**NEURALSCALE_TINY, "neuralscale_ranking": "one-shot",
+                                            "neuralscale_from_scratch": from_scratch})
+    weights = search.search().state_dict()  # what run() finetunes
+    assert len(search.rankings) == 1  # one-shot: the filters are ranked once
+    fresh = _supernet_state(UDC_QUICK["seed"], dataset)  # the untrained supernet of the search's seed
+    expected = fresh if from_scratch else pretrained
+    assert weights.keys() == expected.keys()
+    for key, value in weights.items():
+        torch.testing.assert_close(value, expected[key])
+    assert any(not torch.equal(weights[key], pretrained[key]) for key in weights) == from_scratch
+
+
+def test_neuralscale_ranking_is_one_of_its_choices():
+    assert checked_settings({"neuralscale_ranking": "one-shot"}, NEURALSCALE_DEFAULTS)["neuralscale_ranking"] == "one-shot"
+    with pytest.raises(UsageError, match="neuralscale_ranking = 'greedy'; choose one of iterative, one-shot$"):
+        checked_settings({"neuralscale_ranking": "greedy"}, NEURALSCALE_DEFAULTS)
 
 
 @pytest.mark.slow

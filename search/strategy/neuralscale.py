@@ -5,14 +5,22 @@ update of eqs. 12-16 until the configuration meets the budget.
 Architecture descent: the first-order Taylor importance |sum theta * dL/dtheta| of every filter
 (summed over the layers of a width group, which keep their filters together) ranks the filters
 globally; removing them from the least important up gives the filter count of every group at each
-total tau. With ``neuralscale_iterations`` > 1 the configuration found is trained briefly and the
-descent repeated from it, adding its points to the fit. Pretraining epochs P are the searches'
-``pretrain_epochs``. NeuralScale searches filters only: weights stay 8-bit and dense.
+total tau. A width keeps a group's first filters, so removing a filter lowers its group's count and
+drops its last kept filter. With ``neuralscale_ranking = "iterative"`` (as printed) the filters are
+removed in rounds, one a descent point, the importance of the remaining filters computed again on the
+pruned network before every round and the least important of the groups' last kept filters dropped
+one at a time; ``"one-shot"`` ranks every filter once. With ``neuralscale_iterations`` > 1 the configuration
+found is trained briefly and the descent repeated from it, adding its points to the fit. Pretraining
+epochs P are the searches' ``pretrain_epochs``. The found configuration is finetuned from the
+pretrained weights, or with ``neuralscale_from_scratch`` from a fresh initialisation.
+NeuralScale searches filters only: weights stay 8-bit and dense.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -38,18 +46,31 @@ def fit_power_laws(taus: np.ndarray, filters: np.ndarray) -> tuple[np.ndarray, n
     return np.exp(coefficients[0]), coefficients[1]
 
 
-def scale_to_budget(alpha: np.ndarray, beta: np.ndarray, size_of, budget: float, tau: float, eta: float = 0.5,
-                    iterations: int = 500, tolerance: float = 1e-3) -> float:
-    """Eqs. 12-16: tau <- tau - eta * (h(tau) - t) * sum_l beta_l alpha_l tau^(beta_l - 1), with h the
-    size of the configuration Phi(tau) = alpha * tau^beta; h and t are taken relative to t and the
-    step relative to tau so one eta serves every network."""
+def scale_to_budget(alpha: np.ndarray, beta: np.ndarray, size_of, budget: float, tau: float,
+                    eta: float = NEURALSCALE_DEFAULTS["neuralscale_eta"],
+                    iterations: int = 2000, tolerance: float = 1e-3) -> float:
+    """Eq. 16 as printed: tau_i = tau_{i-1} - eta_abs * (h(tau_{i-1}) - t) * sum_l beta_l alpha_l tau_{i-1}^(beta_l - 1),
+    h = ``size_of`` the configuration Phi(tau) = alpha * tau^beta, t = ``budget``, until |h - t| < tolerance * t.
+
+    h and t are in the budget's units, so the one normalisation is the choice of the constant step, fixed
+    once at the start tau_0: eta_abs = eta * tau_0 / (t * sum_l beta_l alpha_l tau_0^(beta_l - 1)), which
+    makes the first step move tau by eta * tau_0 * (h(tau_0) / t - 1). Every step then uses eta_abs
+    unchanged. tau stays positive. Filter counts on a grid make h a staircase that the tolerance may
+    never meet: tau then hovers at the step nearest t, and when the iterations run out over the budget
+    the result is the last tau visited under it."""
+    def gradient(tau: float) -> float:  # d sum_l Phi_l / d tau
+        return float(np.sum(beta * alpha * tau ** (beta - 1.0)))
+
+    step = eta * tau / (budget * max(gradient(tau), 1e-12))
+    under = None  # the last tau visited whose configuration meets the budget
     for _ in range(iterations):
-        error = size_of(alpha * tau ** beta) / budget - 1.0
-        if abs(error) < tolerance:
-            break
-        slope = np.sum(beta * alpha * tau ** (beta - 1.0)) * tau / np.sum(alpha * tau ** beta)
-        tau = max(tau - eta * error * tau / max(slope, 1e-6), 1e-6)
-    return tau
+        error = size_of(alpha * tau ** beta) - budget
+        if abs(error) < tolerance * budget:
+            return tau
+        if error < 0:
+            under = tau
+        tau = max(tau - step * error * gradient(tau), 1e-6)
+    return under if under is not None and size_of(alpha * tau ** beta) > budget else tau
 
 
 class NeuralScaleSearch(UDCSearch):
@@ -93,12 +114,14 @@ class NeuralScaleSearch(UDCSearch):
         for iteration in range(s["neuralscale_iterations"]):
             if iteration:
                 self._train(model, widths, rng)
-            importance = self._importance(model, groups, widths, rng)
-            for tau, counts in _descent(importance, groups):
+            kept = [kept_count(channels, widths[key]) for key, channels in groups.items()]
+            for tau, counts in _descent(lambda now: self._importance(model, groups, now, rng), kept,
+                                        s["neuralscale_ranking"] == "iterative"):
                 taus.append(tau)
                 filters.append(counts)
             alpha, beta = fit_power_laws(np.array(taus, float), np.array(filters, float))
-            tau = scale_to_budget(alpha, beta, lambda f: self._size(model, groups, f), self.budget.limit,
+            sizes = {}  # widths -> size, at these weights
+            tau = scale_to_budget(alpha, beta, lambda f: self._size(model, groups, f, sizes), self.budget.limit,
                                   float(sum(groups.values())), s["neuralscale_eta"])
             widths = self._widths(groups, alpha * tau ** beta)
         self.fit = {"alpha": alpha.tolist(), "beta": beta.tolist(), "tau": tau, "groups": list(groups)}
@@ -106,9 +129,16 @@ class NeuralScaleSearch(UDCSearch):
                         for index, t in enumerate(taus)]
         self._decisions_from(groups, widths)
         select_configuration(model, self.argmax_configuration(model))
-        model.load_state_dict(self.pretrained)  # the found configuration is trained from the pretrained weights
+        # the found configuration is trained from the pretrained weights, or from a fresh initialisation
+        model.load_state_dict(self._fresh_state() if s["neuralscale_from_scratch"] else self.pretrained)
         self.timings["search_s"] = time.perf_counter() - started
         return model
+
+    def _fresh_state(self) -> dict[str, torch.Tensor]:
+        """The untrained supernet's weights, initialised from the search's seed (the global generator untouched)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.settings["seed"])
+            return self._folded_supernet(pretrained=False).state_dict()
 
     def _configuration(self, model: GraphNet, widths: dict) -> dict:
         return {"layers": {name: {"bits": 8, "nonzero": 1.0,
@@ -120,18 +150,27 @@ class NeuralScaleSearch(UDCSearch):
         return {key: grid_width(int(np.clip(round(c), 1, channels)), channels)
                 for (key, channels), c in zip(groups.items(), counts)}
 
-    def _size(self, model: GraphNet, groups: dict, counts) -> float:
-        select_configuration(model, self._configuration(model, self._widths(groups, counts)))
-        return self.budget.exact(model)
+    def _size(self, model: GraphNet, groups: dict, counts, sizes: dict) -> float:
+        """The budget's cost of the configuration keeping ``counts`` (rounded to the grid); ``sizes`` caches it."""
+        widths = self._widths(groups, counts)
+        key = tuple(widths.values())
+        if key not in sizes:
+            select_configuration(model, self._configuration(model, widths))
+            sizes[key] = self.budget.exact(model)
+        return sizes[key]
 
-    def _importance(self, model: GraphNet, groups: dict, widths: dict, rng) -> dict[str, torch.Tensor]:
-        """Taylor first-order importance per filter of each width group at the current configuration."""
+    def _importance(self, model: GraphNet, groups: dict, counts: list[int], rng) -> dict[str, torch.Tensor]:
+        """Taylor first-order importance per filter of each width group on the network keeping ``counts``
+        filters of the groups (the width on the grid that keeps them, the filters beyond the counts zeroed)."""
         s = self.settings
+        counts = dict(zip(groups, counts))
+        widths = {key: grid_width(counts[key], channels) for key, channels in groups.items()}
         select_configuration(model, self._configuration(model, widths))
         model.eval()  # importance on the network as configured, no quantization noise
         model.zero_grad(set_to_none=True)
-        for images, labels in training_batches(self.dataset, rng, s["neuralscale_batches"], s["batch_size"]):
-            F.cross_entropy(model(images), labels).backward()
+        with _dropped(model, self.width_keys, counts):
+            for images, labels in training_batches(self.dataset, rng, s["neuralscale_batches"], s["batch_size"]):
+                F.cross_entropy(model(images), labels).backward()
         importance = {key: torch.zeros(channels) for key, channels in groups.items()}
         for name, layer in model.layers.items():
             key = self.width_keys[name]
@@ -139,8 +178,8 @@ class NeuralScaleSearch(UDCSearch):
                 contribution = (layer.theta * layer.theta.grad).detach()
                 importance[key] += contribution.flatten(1).sum(1).abs()[: groups[key]]
         model.zero_grad(set_to_none=True)
-        for key, channels in groups.items():  # filters the configuration drops have no importance left
-            importance[key][kept_count(channels, widths[key]):] = 0.0
+        for key in groups:  # the filters the counts drop have no importance left
+            importance[key][counts[key]:] = 0.0
         return importance
 
     def _train(self, model: GraphNet, widths: dict, rng) -> None:
@@ -164,21 +203,71 @@ class NeuralScaleSearch(UDCSearch):
         return {**super().enforce_budget(model), "neuralscale_fit": self.fit}
 
 
-def _descent(importance: dict[str, torch.Tensor], groups: dict) -> list[tuple[float, list[int]]]:
-    """(tau, filters per group) while removing filters from the least important up (each group keeps one)."""
-    keys = list(groups)
-    scores = torch.cat([importance[key] for key in keys])
-    owner = torch.cat([torch.full((groups[key],), index) for index, key in enumerate(keys)])
-    order = torch.argsort(scores)  # least important first
-    counts = np.array([int((importance[key] > 0).sum()) or groups[key] for key in keys])
+@contextmanager
+def _dropped(model: GraphNet, width_keys: dict, counts: dict[str, int]):
+    """The filters of each width group beyond its count zeroed (weights and bias: the channel outputs
+    zero, as if removed), restored on exit."""
+    saved = {name: (layer.theta.detach().clone(), layer.bias.detach().clone())
+             for name, layer in model.layers.items()
+             if isinstance(layer, SearchableLayer) and width_keys[name] in counts}
+    with torch.no_grad():
+        for name in saved:
+            layer, kept = model.layers[name], counts[width_keys[name]]
+            layer.theta[kept:] = 0.0
+            layer.bias[kept:] = 0.0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, (theta, bias) in saved.items():
+                model.layers[name].theta.copy_(theta)
+                model.layers[name].bias.copy_(bias)
+
+
+def _descent(importance_of, counts: list[int], iterative: bool = True) -> list[tuple[float, list[int]]]:
+    """(tau, filters per group) from ``counts`` down to DESCENT_POINTS totals, removing filters from the least
+    important up; each group keeps one. ``importance_of(counts)`` scores every group's filters at those counts
+    (a dict in the groups' order, zero past the counts). A width keeps a group's first filters, so removing a
+    filter lowers its group's count: the filter it drops is the group's last kept one.
+
+    Iterative: a round a descent point, each scoring the remaining filters anew and dropping, one at a time,
+    the least important of the groups' last kept filters. One-shot: one ranking of all filters, each taking
+    one off its group's count."""
+    counts = np.array(counts)
     total = int(counts.sum())
-    stops = set(np.linspace(total, max(len(keys), total // 10), DESCENT_POINTS).astype(int).tolist())
-    points = [(float(total), counts.tolist())]
-    for index in order.tolist():
-        group = int(owner[index])
-        if scores[index] <= 0.0 or counts[group] <= 1:
-            continue
-        counts[group] -= 1
-        if int(counts.sum()) in stops:
-            points.append((float(counts.sum()), counts.tolist()))
+    stops = set(np.linspace(total, max(len(counts), total // 10), DESCENT_POINTS).astype(int).tolist()) - {total}
+    points, order = [(float(total), counts.tolist())], None
+    for stop in sorted(stops, reverse=True):
+        if iterative:
+            _drop_last(importance_of(counts.tolist()), counts, stop)
+        else:
+            if order is None:
+                order = iter(_ranked(importance_of(counts.tolist()), counts))
+            for group in order:
+                if counts[group] > 1:
+                    counts[group] -= 1
+                if counts.sum() <= stop:
+                    break
+        if counts.sum() > stop:  # no filter left to remove
+            break
+        points.append((float(counts.sum()), counts.tolist()))
     return points
+
+
+def _drop_last(importance: dict[str, torch.Tensor], counts: np.ndarray, stop: int) -> None:
+    """Lower ``counts`` to ``stop`` in total, each time by the least important of the groups' last kept filters."""
+    scores = [group_scores.tolist() for group_scores in importance.values()]
+    last = [(scores[group][count - 1], group) for group, count in enumerate(counts.tolist()) if count > 1]
+    heapq.heapify(last)
+    while counts.sum() > stop and last:
+        _, group = heapq.heappop(last)
+        counts[group] -= 1
+        if counts[group] > 1:
+            heapq.heappush(last, (scores[group][counts[group] - 1], group))
+
+
+def _ranked(importance: dict[str, torch.Tensor], counts: np.ndarray) -> list[int]:
+    """The group of every kept filter, least important first."""
+    scores = torch.cat([scores[:count] for scores, count in zip(importance.values(), counts.tolist())])
+    owner = torch.cat([torch.full((count,), group) for group, count in enumerate(counts.tolist())])
+    return owner[torch.argsort(scores, stable=True)].tolist()
