@@ -15,13 +15,14 @@ import torch
 from tqdm import tqdm
 
 from core.data import Dataset
+from search.settings import UDC_QUICK
 from search.space import GraphNet, SearchableLayer
 from search.strategy import recipe as recipes
 from search.strategy.uniform import MASK_INTERVAL, pruning_schedule, training_batches, training_step
 
 # Ours (``recipe``): Adam, stages 1 and 2 each decay from lr to lr/100 without restarts (appendix E: SGD,
 # 0.1 -> 1e-4 with restarts in stage 1: the ``paper`` preset), no augmentation.
-OUR_RECIPE = {"optimizer": "adam", "weight_decay": 0.0, "final_lr_fraction": 1e-2, "restart_steps": 0, "augment": "none"}
+OUR_RECIPE = {key: UDC_QUICK[key] for key in ("optimizer", "weight_decay", "final_lr_fraction", "restart_steps", "augment")}
 
 
 def active_layers(model: GraphNet) -> list[SearchableLayer]:
