@@ -89,9 +89,27 @@ PEER_DEFAULTS = {"zur": ZUR_DEFAULTS, "unas": UNAS_DEFAULTS, "neuralscale": NEUR
 def checked_peer_settings(peer: str, settings: dict | None) -> dict:
     """``PEER_DEFAULTS[peer]`` updated with ``settings``, names, types and values checked."""
     merged = checked_settings(settings, PEER_DEFAULTS[peer])
-    if peer == "unas":
-        check_unas(merged)
+    PEER_CHECKS[peer](merged)
     return merged
+
+
+def check_peers(s: dict) -> None:
+    """The value checks of every peer whose settings ``s`` holds (a peer's search merges them into UDC's)."""
+    for peer, check in PEER_CHECKS.items():
+        if PEER_DEFAULTS[peer].keys() <= s.keys():
+            check(s)
+
+
+def check_zur(s: dict) -> None:
+    for key in ("zur_reset_interval", "zur_configuration_steps"):
+        if s[key] < 0:
+            raise UsageError(f"inconsistent search settings: {key} must be >= 0, got {s[key]}")
+
+
+def check_neuralscale(s: dict) -> None:
+    if s["neuralscale_ranking"] not in NEURALSCALE_RANKINGS:
+        raise UsageError(f"search setting neuralscale_ranking = {s['neuralscale_ranking']!r}; choose one of "
+                         f"{', '.join(NEURALSCALE_RANKINGS)}")
 
 
 def check_unas(s: dict) -> None:
@@ -115,8 +133,7 @@ def merged_settings(settings: dict | None, base: dict = UDC_QUICK) -> dict:
 
 
 def checked_settings(settings: dict | None, base: dict) -> dict:
-    """``base`` updated with ``settings`` after checking every name is known, every type matches and a
-    choice (``neuralscale_ranking``) is one of its values."""
+    """``base`` updated with ``settings`` after checking every name is known and every type matches."""
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(base))
     if unknown:
@@ -124,9 +141,6 @@ def checked_settings(settings: dict | None, base: dict) -> dict:
     for key, value in settings.items():
         if not _same_kind(key, value, base[key]):
             raise UsageError(f"search setting {key} = {value!r} has the wrong type; expected one like {base[key]!r}")
-    if settings.get("neuralscale_ranking", "iterative") not in NEURALSCALE_RANKINGS:
-        raise UsageError(f"search setting neuralscale_ranking = {settings['neuralscale_ranking']!r}; choose one of "
-                         f"{', '.join(NEURALSCALE_RANKINGS)}")
     return {**base, **settings}
 
 
@@ -188,8 +202,9 @@ def _check_consistency(s: dict) -> None:
         fail(f"random_trials must be >= 1, got {s['random_trials']}")
     if s["random_protocol"] not in RANDOM_PROTOCOLS:
         fail(f"random_protocol must be one of {', '.join(RANDOM_PROTOCOLS)}, got {s['random_protocol']!r}")
-    for key in ("zur_reset_interval", "zur_configuration_steps"):  # present where Zur et al.'s settings are merged
-        if s.get(key, 0) < 0:
-            fail(f"{key} must be >= 0, got {s[key]}")
+    check_peers(s)
     if not 0.0 <= s["quant_noise"] <= 1.0:
         fail(f"quant_noise is a probability, got {s['quant_noise']}")
+
+
+PEER_CHECKS = {"zur": check_zur, "unas": check_unas, "neuralscale": check_neuralscale}

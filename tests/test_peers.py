@@ -16,7 +16,7 @@ from core.errors import UsageError
 from harness.cli import main
 from results.store import Store
 from search import cost
-from search.settings import NEURALSCALE_DEFAULTS, UDC_QUICK, ZUR_DEFAULTS, checked_settings, merged_settings
+from search.settings import NEURALSCALE_DEFAULTS, UDC_QUICK, ZUR_DEFAULTS, checked_peer_settings, merged_settings
 from search.space import SearchableLayer, make_supernet
 from search.strategy.budget import select_configuration
 from search.strategy.neuralscale import NeuralScaleSearch, _descent, fit_power_laws, scale_to_budget
@@ -352,9 +352,12 @@ def test_the_found_network_is_finetuned_from_the_pretrained_or_fresh_weights(fro
 
 
 def test_neuralscale_ranking_is_one_of_its_choices():
-    assert checked_settings({"neuralscale_ranking": "one-shot"}, NEURALSCALE_DEFAULTS)["neuralscale_ranking"] == "one-shot"
+    """Checked where a peer's settings are loaded (the config's [neuralscale]) and where its search merges them."""
+    assert checked_peer_settings("neuralscale", {"neuralscale_ranking": "one-shot"})["neuralscale_ranking"] == "one-shot"
     with pytest.raises(UsageError, match="neuralscale_ranking = 'greedy'; choose one of iterative, one-shot$"):
-        checked_settings({"neuralscale_ranking": "greedy"}, NEURALSCALE_DEFAULTS)
+        checked_peer_settings("neuralscale", {"neuralscale_ranking": "greedy"})
+    with pytest.raises(UsageError, match="neuralscale_ranking = 'greedy'; choose one of iterative, one-shot$"):
+        merged_settings({"neuralscale_ranking": "greedy"}, {**UDC_QUICK, **NEURALSCALE_DEFAULTS})
 
 
 @pytest.mark.slow

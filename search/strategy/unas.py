@@ -31,7 +31,7 @@ from core.data import Dataset
 from core.errors import UsageError
 from search import cost
 from search.relaxation import linear
-from search.settings import UNAS_DEFAULTS, check_unas
+from search.settings import UNAS_DEFAULTS
 from search.space import Add, GraphNet, SearchableLayer
 from search.strategy.budget import select_configuration
 from search.strategy.udc import UDCSearch
@@ -97,7 +97,6 @@ class UNASSearch(UDCSearch):
         self.strategy = "unas"
         self.operator_cycles = operator_cycles
         s = self.settings
-        check_unas(s)
         if s["unas_tau"] > 0:  # a constant temperature; 0 keeps the [udc] tau schedule
             s["tau"] = [s["unas_tau"], s["unas_tau"]]
 
